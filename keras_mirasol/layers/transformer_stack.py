@@ -1,0 +1,105 @@
+"""A stack of pre-norm transformer encoder blocks with a final norm."""
+
+import keras
+import keras_hub
+
+
+@keras.saving.register_keras_serializable(package="keras_mirasol")
+class TransformerStack(keras.layers.Layer):
+    """`num_layers` pre-norm `keras_hub.layers.TransformerEncoder` blocks.
+
+    The encoders of both modalities, the Combiners and the TTM's process
+    step all use this stack. Blocks are named `transformer_layer_{i}` and
+    the final norm `final_norm`, so variable paths read as
+    `video_encoder/transformer/transformer_layer_0/self_attention/...`.
+
+    Args:
+        num_layers: int. Number of blocks.
+        num_heads: int. Attention heads per block.
+        intermediate_dim: int. Width of each block's MLP.
+        dropout: float. Dropout rate, active only in training.
+            Defaults to `0.0`.
+        layer_norm_epsilon: float. Defaults to `1e-6`.
+        activation: str. MLP activation. Defaults to `"gelu"`.
+
+    Call arguments:
+        inputs: float `[B, S, D]`.
+        attention_mask: optional bool `[B, S, S]`; `True` where a query may
+            attend to a key.
+        training: bool or None.
+
+    Returns:
+        float `[B, S, D]`.
+    """
+
+    def __init__(
+        self,
+        num_layers,
+        num_heads,
+        intermediate_dim,
+        dropout=0.0,
+        layer_norm_epsilon=1e-6,
+        activation="gelu",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.activation = activation
+        self.blocks = [
+            keras_hub.layers.TransformerEncoder(
+                intermediate_dim=intermediate_dim,
+                num_heads=num_heads,
+                dropout=dropout,
+                activation=activation,
+                layer_norm_epsilon=layer_norm_epsilon,
+                normalize_first=True,
+                dtype=self.dtype_policy,
+                name=f"transformer_layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.final_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name="final_norm",
+        )
+
+    def build(self, inputs_shape):
+        hidden_dim = inputs_shape[-1]
+        if hidden_dim % self.num_heads:
+            raise ValueError(
+                f"Layer '{self.name}': width {hidden_dim} is not divisible "
+                f"by num_heads={self.num_heads}. Change the hidden dim or "
+                "the number of heads of this component."
+            )
+        for block in self.blocks:
+            block.build(inputs_shape)
+        self.final_norm.build(inputs_shape)
+        self.built = True
+
+    def call(self, inputs, attention_mask=None, training=None):
+        x = inputs
+        for block in self.blocks:
+            x = block(x, attention_mask=attention_mask, training=training)
+        return self.final_norm(x)
+
+    def compute_output_shape(self, inputs_shape):
+        return inputs_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_layers": self.num_layers,
+                "num_heads": self.num_heads,
+                "intermediate_dim": self.intermediate_dim,
+                "dropout": self.dropout,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "activation": self.activation,
+            }
+        )
+        return config

@@ -1,0 +1,25 @@
+"""Mirasol3B models: components, backbone and presets."""
+
+from keras_mirasol.models.audio_encoder import AudioEncoder
+from keras_mirasol.models.av_decoder import NextSnippetLatentLoss
+from keras_mirasol.models.av_decoder import TimeAlignedDecoder
+from keras_mirasol.models.backbone import MirasolBackbone
+from keras_mirasol.models.combiner import TransformerCombiner
+from keras_mirasol.models.combiner import TTMCombiner
+from keras_mirasol.models.parameter_count import count_parameters
+from keras_mirasol.models.presets import backbone_presets
+from keras_mirasol.models.text_decoder import TextDecoder
+from keras_mirasol.models.video_encoder import VideoEncoder
+
+__all__ = [
+    "AudioEncoder",
+    "MirasolBackbone",
+    "NextSnippetLatentLoss",
+    "TTMCombiner",
+    "TextDecoder",
+    "TimeAlignedDecoder",
+    "TransformerCombiner",
+    "VideoEncoder",
+    "backbone_presets",
+    "count_parameters",
+]

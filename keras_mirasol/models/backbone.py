@@ -1,0 +1,499 @@
+"""MirasolBackbone: the whole Mirasol3B model as a Functional Keras model."""
+
+import warnings
+
+import keras
+import keras_hub
+
+from keras_mirasol.models.audio_encoder import AudioEncoder
+from keras_mirasol.models.audio_encoder import validate_audio_shape
+from keras_mirasol.models.av_decoder import NextSnippetLatentLoss
+from keras_mirasol.models.av_decoder import TimeAlignedDecoder
+from keras_mirasol.models.combiner import TransformerCombiner
+from keras_mirasol.models.combiner import TTMCombiner
+from keras_mirasol.models.config_checks import check_divisible
+from keras_mirasol.models.presets import backbone_presets
+from keras_mirasol.models.text_decoder import TextDecoder
+from keras_mirasol.models.video_encoder import VideoEncoder
+from keras_mirasol.models.video_encoder import validate_video_shape
+
+COMBINER_TYPES = ("transformer", "ttm")
+_announced_random_presets = set()
+
+
+def audio_samples_per_clip(num_frames, frame_rate, audio_sample_rate):
+    """Waveform samples spanning `num_frames` video frames."""
+    samples = num_frames * audio_sample_rate / frame_rate
+    if samples != int(samples):
+        raise ValueError(
+            f"The clip spans num_frames / frame_rate = {num_frames} / "
+            f"{frame_rate} s, which is not a whole number of samples at "
+            f"audio_sample_rate={audio_sample_rate}. Change one of "
+            "`num_frames`, `frame_rate`, `audio_sample_rate`."
+        )
+    return int(samples)
+
+
+@keras.saving.register_keras_serializable(package="keras_mirasol")
+class MirasolBackbone(keras_hub.models.Backbone):
+    """Mirasol3B: time-aligned audio+video and contextual text.
+
+    Video and audio are cut into `num_snippets` consecutive snippets; each
+    snippet is encoded on its own (`VideoEncoder`, `AudioEncoder`) and
+    compressed to `combiner_tokens` tokens by a Combiner
+    (`TransformerCombiner` or `TTMCombiner`). A block-causal
+    `TimeAlignedDecoder` models the snippets in time; its outputs
+    `av_latents` are the latent space that the `TextDecoder`
+    cross-attends to. A next-snippet latent prediction loss is returned
+    per clip for a task to add with weight `latent_loss_weight`.
+
+    Args:
+        vocabulary_size: int. Text vocabulary size.
+        max_sequence_length: int. Longest token sequence.
+        num_frames: int. Video frames `N` per clip.
+        image_size: int or `(H, W)`. Frame size.
+        num_snippets: int. Snippets `T` per clip; `N % T == 0`.
+        frame_rate: float. Frames per second of the sampled clip; with
+            `num_frames` it sets the clip span and so the audio length.
+        tubelet_size: `(t, p, p)`. Video tubelet size.
+        video_hidden_dim, video_num_layers, video_num_heads,
+        video_intermediate_dim: int. Video encoder sizes.
+        use_audio: bool. `False` builds the video-only model (no `audio`
+            input). Defaults to `True`.
+        audio_sample_rate: int. Waveform sample rate in Hz.
+        audio_num_mel_bins, audio_fft_length, audio_window_length,
+        audio_hop_length: int. Log-mel front end.
+        audio_patch_size: `(time, freq)`. Spectrogram patch size.
+        audio_hidden_dim, audio_num_layers, audio_num_heads,
+        audio_intermediate_dim: int. Audio encoder sizes.
+        combiner_type: str. `"transformer"` or `"ttm"`.
+        combiner_tokens: int. Tokens `m` per snippet.
+        combiner_num_layers: int. Combiner blocks `L_c`.
+        ttm_memory_size: int. TTM memory tokens (used by `"ttm"`).
+        av_hidden_dim, av_num_layers, av_num_heads,
+        av_intermediate_dim: int. Combiner and time-aligned model sizes.
+        text_hidden_dim, text_num_layers, text_num_heads,
+        text_intermediate_dim: int. Text decoder sizes.
+        cross_attention_every: int. Cross-attend in every k-th text block.
+        tie_word_embeddings: bool. Tie input and output text embeddings.
+        latent_loss_weight: float. Weight of the next-snippet latent loss.
+        latent_loss_type: str. `"mse"` or `"cosine"`.
+        dropout: float. Dropout rate in every block (training only).
+        layer_norm_epsilon: float.
+        dtype: string or `keras.mixed_precision.DTypePolicy`.
+
+    Inputs (a dict):
+        video: float `[B, N, H, W, 3]`, values in `[0, 1]`.
+        audio: float `[B, S]` mono waveform, `S = N / frame_rate *
+            audio_sample_rate` (absent when `use_audio=False`).
+        token_ids: int `[B, L]`.
+        padding_mask: int `[B, L]`, 1 for real tokens.
+
+    Outputs (a dict):
+        sequence_output: float `[B, L, text_hidden_dim]`.
+        av_latents: float `[B, T * m, av_hidden_dim]`.
+        latent_loss: float32 `[B]`, the unweighted next-snippet loss.
+
+    Example:
+    ```python
+    backbone = keras_mirasol.models.MirasolBackbone.from_preset(
+        "mirasol_tiny"
+    )
+    outputs = backbone({
+        "video": np.random.uniform(size=(1, 16, 32, 32, 3)),
+        "audio": np.random.normal(size=(1, 32000)),
+        "token_ids": np.ones((1, 8), "int32"),
+        "padding_mask": np.ones((1, 8), "int32"),
+    })
+    outputs["sequence_output"].shape  # (1, 8, 128)
+    ```
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        max_sequence_length,
+        num_frames,
+        image_size,
+        num_snippets,
+        frame_rate,
+        tubelet_size,
+        video_hidden_dim,
+        video_num_layers,
+        video_num_heads,
+        video_intermediate_dim,
+        audio_sample_rate,
+        audio_num_mel_bins,
+        audio_fft_length,
+        audio_window_length,
+        audio_hop_length,
+        audio_patch_size,
+        audio_hidden_dim,
+        audio_num_layers,
+        audio_num_heads,
+        audio_intermediate_dim,
+        combiner_tokens,
+        combiner_num_layers,
+        av_hidden_dim,
+        av_num_layers,
+        av_num_heads,
+        av_intermediate_dim,
+        text_hidden_dim,
+        text_num_layers,
+        text_num_heads,
+        text_intermediate_dim,
+        use_audio=True,
+        combiner_type="transformer",
+        ttm_memory_size=8,
+        cross_attention_every=1,
+        tie_word_embeddings=True,
+        latent_loss_weight=0.1,
+        latent_loss_type="mse",
+        dropout=0.0,
+        layer_norm_epsilon=1e-6,
+        dtype=None,
+        **kwargs,
+    ):
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        image_size = tuple(image_size)
+        if combiner_type not in COMBINER_TYPES:
+            raise ValueError(
+                f"`combiner_type` must be one of {COMBINER_TYPES}, got "
+                f"{combiner_type!r}."
+            )
+        for prefix, dim, heads in (
+            ("video", video_hidden_dim, video_num_heads),
+            ("audio", audio_hidden_dim, audio_num_heads),
+            ("av", av_hidden_dim, av_num_heads),
+            ("text", text_hidden_dim, text_num_heads),
+        ):
+            if prefix != "audio" or use_audio:
+                check_divisible(
+                    f"{prefix}_hidden_dim",
+                    dim,
+                    f"{prefix}_num_heads",
+                    heads,
+                    f"MirasolBackbone {prefix} transformer",
+                )
+        num_samples = audio_samples_per_clip(
+            num_frames, frame_rate, audio_sample_rate
+        )
+
+        # === Layers ===
+        self.video_encoder = VideoEncoder(
+            num_frames=num_frames,
+            num_snippets=num_snippets,
+            image_size=image_size,
+            tubelet_size=tubelet_size,
+            hidden_dim=video_hidden_dim,
+            num_layers=video_num_layers,
+            num_heads=video_num_heads,
+            intermediate_dim=video_intermediate_dim,
+            dropout=dropout,
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=dtype,
+            name="video_encoder",
+        )
+        self.audio_encoder = None
+        if use_audio:
+            self.audio_encoder = AudioEncoder(
+                num_samples=num_samples,
+                num_snippets=num_snippets,
+                sample_rate=audio_sample_rate,
+                num_mel_bins=audio_num_mel_bins,
+                fft_length=audio_fft_length,
+                window_length=audio_window_length,
+                hop_length=audio_hop_length,
+                patch_size=audio_patch_size,
+                hidden_dim=audio_hidden_dim,
+                num_layers=audio_num_layers,
+                num_heads=audio_num_heads,
+                intermediate_dim=audio_intermediate_dim,
+                dropout=dropout,
+                layer_norm_epsilon=layer_norm_epsilon,
+                dtype=dtype,
+                name="audio_encoder",
+            )
+        combiner_kwargs = dict(
+            num_tokens=combiner_tokens,
+            hidden_dim=av_hidden_dim,
+            num_layers=combiner_num_layers,
+            num_heads=av_num_heads,
+            intermediate_dim=av_intermediate_dim,
+            use_audio=use_audio,
+            dropout=dropout,
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=dtype,
+            name="combiner",
+        )
+        if combiner_type == "ttm":
+            self.combiner = TTMCombiner(
+                memory_size=ttm_memory_size, **combiner_kwargs
+            )
+        else:
+            self.combiner = TransformerCombiner(**combiner_kwargs)
+        self.av_decoder = TimeAlignedDecoder(
+            hidden_dim=av_hidden_dim,
+            num_layers=av_num_layers,
+            num_heads=av_num_heads,
+            intermediate_dim=av_intermediate_dim,
+            dropout=dropout,
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=dtype,
+            name="av_decoder",
+        )
+        self.latent_prediction = NextSnippetLatentLoss(
+            hidden_dim=av_hidden_dim,
+            loss_type=latent_loss_type,
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=dtype,
+            name="latent_prediction",
+        )
+        self.text_decoder = TextDecoder(
+            vocabulary_size=vocabulary_size,
+            max_sequence_length=max_sequence_length,
+            hidden_dim=text_hidden_dim,
+            num_layers=text_num_layers,
+            num_heads=text_num_heads,
+            intermediate_dim=text_intermediate_dim,
+            cross_attention_every=cross_attention_every,
+            tie_word_embeddings=tie_word_embeddings,
+            dropout=dropout,
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=dtype,
+            name="text_decoder",
+        )
+
+        # === Functional Model ===
+        inputs = {
+            "video": keras.Input(
+                shape=(num_frames, *image_size, 3), dtype="float32", name="video"
+            )
+        }
+        if use_audio:
+            inputs["audio"] = keras.Input(
+                shape=(num_samples,), dtype="float32", name="audio"
+            )
+        inputs["token_ids"] = keras.Input(
+            shape=(None,), dtype="int32", name="token_ids"
+        )
+        inputs["padding_mask"] = keras.Input(
+            shape=(None,), dtype="int32", name="padding_mask"
+        )
+        video_tokens = self.video_encoder(inputs["video"])
+        audio_tokens = None
+        if use_audio:
+            audio_tokens = self.audio_encoder(inputs["audio"])
+        combined = self.combiner(video_tokens, audio_tokens)
+        av_latents = self.av_decoder(combined)
+        latent_loss = self.latent_prediction(av_latents, combined)
+        sequence_output = self.text_decoder(
+            inputs["token_ids"], av_latents, inputs["padding_mask"]
+        )
+        super().__init__(
+            inputs=inputs,
+            outputs={
+                "sequence_output": sequence_output,
+                "av_latents": av_latents,
+                "latent_loss": latent_loss,
+            },
+            dtype=dtype,
+            **kwargs,
+        )
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        self.max_sequence_length = max_sequence_length
+        self.num_frames = num_frames
+        self.image_size = image_size
+        self.num_snippets = num_snippets
+        self.frame_rate = frame_rate
+        self.tubelet_size = tuple(tubelet_size)
+        self.video_hidden_dim = video_hidden_dim
+        self.video_num_layers = video_num_layers
+        self.video_num_heads = video_num_heads
+        self.video_intermediate_dim = video_intermediate_dim
+        self.use_audio = use_audio
+        self.audio_sample_rate = audio_sample_rate
+        self.audio_num_mel_bins = audio_num_mel_bins
+        self.audio_fft_length = audio_fft_length
+        self.audio_window_length = audio_window_length
+        self.audio_hop_length = audio_hop_length
+        self.audio_patch_size = tuple(audio_patch_size)
+        self.audio_hidden_dim = audio_hidden_dim
+        self.audio_num_layers = audio_num_layers
+        self.audio_num_heads = audio_num_heads
+        self.audio_intermediate_dim = audio_intermediate_dim
+        self.combiner_type = combiner_type
+        self.combiner_tokens = combiner_tokens
+        self.combiner_num_layers = combiner_num_layers
+        self.ttm_memory_size = ttm_memory_size
+        self.av_hidden_dim = av_hidden_dim
+        self.av_num_layers = av_num_layers
+        self.av_num_heads = av_num_heads
+        self.av_intermediate_dim = av_intermediate_dim
+        self.text_hidden_dim = text_hidden_dim
+        self.text_num_layers = text_num_layers
+        self.text_num_heads = text_num_heads
+        self.text_intermediate_dim = text_intermediate_dim
+        self.cross_attention_every = cross_attention_every
+        self.tie_word_embeddings = tie_word_embeddings
+        self.latent_loss_weight = latent_loss_weight
+        self.latent_loss_type = latent_loss_type
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.num_audio_samples = num_samples
+        self.token_embedding = self.text_decoder.token_embedding
+
+    @property
+    def input_names(self):
+        """Keys of the input dict, in order."""
+        names = ["video", "audio", "token_ids", "padding_mask"]
+        return [n for n in names if n != "audio" or self.use_audio]
+
+    def validate_inputs(self, inputs):
+        """Check the input dict's keys and static shapes.
+
+        Raises a `ValueError` naming the expected shape and the config key
+        to change, before anything is traced or compiled.
+        """
+        if not isinstance(inputs, dict):
+            raise ValueError(
+                "MirasolBackbone takes a dict with keys "
+                f"{self.input_names}, got {type(inputs).__name__}."
+            )
+        missing = [k for k in self.input_names if k not in inputs]
+        unknown = [k for k in inputs if k not in self.input_names]
+        if missing or unknown:
+            hint = ""
+            if "audio" in unknown:
+                hint = (
+                    " This model was built with use_audio=False; drop "
+                    "`audio` or use a model with audio."
+                )
+            raise ValueError(
+                f"MirasolBackbone inputs must have keys {self.input_names}; "
+                f"missing {missing}, unexpected {unknown}.{hint}"
+            )
+        validate_video_shape(
+            tuple(inputs["video"].shape),
+            self.num_frames,
+            self.image_size,
+            self.num_snippets,
+        )
+        if self.use_audio:
+            validate_audio_shape(
+                tuple(inputs["audio"].shape),
+                self.num_audio_samples,
+                self.audio_sample_rate,
+            )
+        token_shape = tuple(inputs["token_ids"].shape)
+        if len(token_shape) != 2:
+            raise ValueError(
+                f"`token_ids` must be int [batch, length], got shape "
+                f"{token_shape}."
+            )
+        mask_shape = tuple(inputs["padding_mask"].shape)
+        if mask_shape != token_shape:
+            raise ValueError(
+                f"`padding_mask` shape {mask_shape} must equal `token_ids` "
+                f"shape {token_shape}."
+            )
+        length = token_shape[1]
+        if length is not None and length > self.max_sequence_length:
+            raise ValueError(
+                f"`token_ids` has length {length} > max_sequence_length="
+                f"{self.max_sequence_length}. Truncate the text or build the "
+                "model with a larger `max_sequence_length`."
+            )
+        batch_sizes = {
+            k: tuple(inputs[k].shape)[0]
+            for k in self.input_names
+            if tuple(inputs[k].shape)[0] is not None
+        }
+        if len(set(batch_sizes.values())) > 1:
+            raise ValueError(
+                f"All inputs must share the batch size, got {batch_sizes}."
+            )
+
+    def __call__(self, inputs, *args, **kwargs):
+        self.validate_inputs(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "max_sequence_length": self.max_sequence_length,
+                "num_frames": self.num_frames,
+                "image_size": self.image_size,
+                "num_snippets": self.num_snippets,
+                "frame_rate": self.frame_rate,
+                "tubelet_size": self.tubelet_size,
+                "video_hidden_dim": self.video_hidden_dim,
+                "video_num_layers": self.video_num_layers,
+                "video_num_heads": self.video_num_heads,
+                "video_intermediate_dim": self.video_intermediate_dim,
+                "use_audio": self.use_audio,
+                "audio_sample_rate": self.audio_sample_rate,
+                "audio_num_mel_bins": self.audio_num_mel_bins,
+                "audio_fft_length": self.audio_fft_length,
+                "audio_window_length": self.audio_window_length,
+                "audio_hop_length": self.audio_hop_length,
+                "audio_patch_size": self.audio_patch_size,
+                "audio_hidden_dim": self.audio_hidden_dim,
+                "audio_num_layers": self.audio_num_layers,
+                "audio_num_heads": self.audio_num_heads,
+                "audio_intermediate_dim": self.audio_intermediate_dim,
+                "combiner_type": self.combiner_type,
+                "combiner_tokens": self.combiner_tokens,
+                "combiner_num_layers": self.combiner_num_layers,
+                "ttm_memory_size": self.ttm_memory_size,
+                "av_hidden_dim": self.av_hidden_dim,
+                "av_num_layers": self.av_num_layers,
+                "av_num_heads": self.av_num_heads,
+                "av_intermediate_dim": self.av_intermediate_dim,
+                "text_hidden_dim": self.text_hidden_dim,
+                "text_num_layers": self.text_num_layers,
+                "text_num_heads": self.text_num_heads,
+                "text_intermediate_dim": self.text_intermediate_dim,
+                "cross_attention_every": self.cross_attention_every,
+                "tie_word_embeddings": self.tie_word_embeddings,
+                "latent_loss_weight": self.latent_loss_weight,
+                "latent_loss_type": self.latent_loss_type,
+                "dropout": self.dropout,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Build a backbone from a built-in preset name or a preset dir.
+
+        No pretrained Mirasol weights exist: a built-in name (see
+        `keras_mirasol.models.backbone_presets`) builds a randomly
+        initialised model from that config and says so once per name. A
+        local directory written by `save_to_preset()` loads its config
+        and, with `load_weights=True`, its weights.
+
+        Args:
+            preset: str. A built-in preset name or a local directory.
+            load_weights: bool. Load weights from a preset directory.
+            **kwargs: config overrides, e.g. `combiner_type="ttm"`.
+        """
+        if preset in backbone_presets:
+            if preset not in _announced_random_presets:
+                _announced_random_presets.add(preset)
+                warnings.warn(
+                    f"'{preset}' is a configuration only: no pretrained "
+                    "Mirasol weights exist, so the model is randomly "
+                    "initialised. Train it, or load your own weights with "
+                    "from_preset(<directory written by save_to_preset>).",
+                    stacklevel=2,
+                )
+            config = {**backbone_presets[preset]["config"], **kwargs}
+            return cls(**config)
+        return super().from_preset(preset, load_weights=load_weights, **kwargs)

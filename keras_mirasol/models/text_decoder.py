@@ -1,0 +1,173 @@
+"""Contextual autoregressive model: a text decoder reading the A/V latents."""
+
+import keras
+import keras_hub
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_mirasol")
+class TextDecoder(keras.layers.Layer):
+    """Decoder-only language model with cross-attention to `av_latents`.
+
+    Each block is a pre-norm `keras_hub.layers.TransformerDecoder`:
+    causal self-attention, cross-attention to the time-aligned latents
+    (every `cross_attention_every`-th block, starting with the first),
+    then an MLP. Those blocks accept self-attention and cross-attention
+    caches, which `generate()` uses. Logits come from
+    `token_embedding(hidden, reverse=True)`, tied to the input embedding
+    or separate (`tie_word_embeddings`).
+
+    Args:
+        vocabulary_size: int. Token vocabulary size.
+        max_sequence_length: int. Longest token sequence.
+        hidden_dim: int. Width `D_t`.
+        num_layers: int. Blocks `L_t`.
+        num_heads: int. Attention heads.
+        intermediate_dim: int. MLP width.
+        cross_attention_every: int. Cross-attend in every k-th block.
+            Defaults to `1`.
+        tie_word_embeddings: bool. Share the input embedding with the
+            output projection. Defaults to `True`.
+        dropout: float. Defaults to `0.0`.
+        layer_norm_epsilon: float. Defaults to `1e-6`.
+
+    Call arguments:
+        token_ids: int `[B, L]`, `L <= max_sequence_length`.
+        av_latents: float `[B, S, D_av]`.
+        padding_mask: optional int/bool `[B, L]`, 1 for real tokens.
+        training: bool or None.
+
+    Returns:
+        float `[B, L, D_t]` hidden states (after the final norm).
+
+    Example:
+    ```python
+    decoder = keras_mirasol.models.TextDecoder(
+        vocabulary_size=100, max_sequence_length=16, hidden_dim=32,
+        num_layers=2, num_heads=2, intermediate_dim=64,
+    )
+    hidden = decoder(np.ones((2, 8), "int32"), np.ones((2, 12, 48)))
+    logits = decoder.token_embedding(hidden, reverse=True)  # [2, 8, 100]
+    ```
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        max_sequence_length,
+        hidden_dim,
+        num_layers,
+        num_heads,
+        intermediate_dim,
+        cross_attention_every=1,
+        tie_word_embeddings=True,
+        dropout=0.0,
+        layer_norm_epsilon=1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if cross_attention_every < 1:
+            raise ValueError(
+                "`cross_attention_every` must be >= 1 (1 = every block), "
+                f"got {cross_attention_every}."
+            )
+        self.vocabulary_size = vocabulary_size
+        self.max_sequence_length = max_sequence_length
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.cross_attention_every = cross_attention_every
+        self.tie_word_embeddings = tie_word_embeddings
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.token_embedding = keras_hub.layers.ReversibleEmbedding(
+            input_dim=vocabulary_size,
+            output_dim=hidden_dim,
+            tie_weights=tie_word_embeddings,
+            embeddings_initializer=keras.initializers.RandomNormal(
+                stddev=0.02
+            ),
+            dtype=self.dtype_policy,
+            name="token_embedding",
+        )
+        self.position_embedding = keras_hub.layers.PositionEmbedding(
+            sequence_length=max_sequence_length,
+            dtype=self.dtype_policy,
+            name="position_embedding",
+        )
+        self.blocks = [
+            keras_hub.layers.TransformerDecoder(
+                intermediate_dim=intermediate_dim,
+                num_heads=num_heads,
+                dropout=dropout,
+                activation="gelu",
+                layer_norm_epsilon=layer_norm_epsilon,
+                normalize_first=True,
+                dtype=self.dtype_policy,
+                name=f"transformer_layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.final_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name="final_norm",
+        )
+
+    def has_cross_attention(self, index):
+        """Whether block `index` cross-attends to the latents."""
+        return index % self.cross_attention_every == 0
+
+    def build(self, token_ids_shape, av_latents_shape, padding_mask_shape=None):
+        self.token_embedding.build(token_ids_shape)
+        sequence_shape = (None, self.max_sequence_length, self.hidden_dim)
+        self.position_embedding.build(sequence_shape)
+        for i, block in enumerate(self.blocks):
+            block.build(
+                sequence_shape,
+                av_latents_shape if self.has_cross_attention(i) else None,
+            )
+        self.final_norm.build(sequence_shape)
+        self.built = True
+
+    def embed(self, token_ids, start_index=0):
+        """Token plus position embeddings, `[B, L, D_t]`."""
+        x = self.token_embedding(token_ids)
+        return x + self.position_embedding(x, start_index=start_index)
+
+    def call(self, token_ids, av_latents, padding_mask=None, training=None):
+        x = self.embed(token_ids)
+        for i, block in enumerate(self.blocks):
+            x = block(
+                x,
+                encoder_sequence=(
+                    av_latents if self.has_cross_attention(i) else None
+                ),
+                decoder_padding_mask=padding_mask,
+                training=training,
+            )
+        return self.final_norm(x)
+
+    def compute_output_shape(
+        self, token_ids_shape, av_latents_shape, padding_mask_shape=None
+    ):
+        return tuple(token_ids_shape) + (self.hidden_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "max_sequence_length": self.max_sequence_length,
+                "hidden_dim": self.hidden_dim,
+                "num_layers": self.num_layers,
+                "num_heads": self.num_heads,
+                "intermediate_dim": self.intermediate_dim,
+                "cross_attention_every": self.cross_attention_every,
+                "tie_word_embeddings": self.tie_word_embeddings,
+                "dropout": self.dropout,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
+        return config

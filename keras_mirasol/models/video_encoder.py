@@ -1,0 +1,215 @@
+"""Per-snippet video encoder: tubelets, position embedding, transformer."""
+
+import keras
+import keras_hub
+from keras import ops
+
+from keras_mirasol.layers.transformer_stack import TransformerStack
+from keras_mirasol.layers.tubelet_embedding import TubeletEmbedding
+from keras_mirasol.models.config_checks import check_divisible
+
+
+def validate_video_shape(shape, num_frames, image_size, num_snippets):
+    """Raise a `ValueError` naming the config key when `shape` is wrong.
+
+    Args:
+        shape: tuple. Static shape of the `video` input.
+        num_frames: int. Configured frames per clip (`num_frames`).
+        image_size: tuple `(H, W)`. Configured frame size (`image_size`).
+        num_snippets: int. Configured snippets per clip (`num_snippets`).
+    """
+    expected = f"[batch, {num_frames}, {image_size[0]}, {image_size[1]}, 3]"
+    if len(shape) != 5:
+        raise ValueError(
+            f"`video` must have rank 5, float {expected} (batch, frames, "
+            f"height, width, RGB), but got shape {tuple(shape)}. Add the "
+            "batch axis, or stack single images into clips of `num_frames`."
+        )
+    if shape[-1] != 3:
+        raise ValueError(
+            f"`video` must have 3 (RGB) channels last, {expected}, but got "
+            f"{shape[-1]} channels in shape {tuple(shape)}. Convert grayscale "
+            "or RGBA frames to RGB in preprocessing."
+        )
+    if shape[1] is not None and shape[1] != num_frames:
+        hint = ""
+        if shape[1] % num_snippets:
+            hint = (
+                f" {shape[1]} frames do not split into num_snippets="
+                f"{num_snippets} equal snippets either."
+            )
+        raise ValueError(
+            f"`video` has {shape[1]} frames but the model expects {expected} "
+            f"(config key `num_frames`={num_frames}).{hint} Sample the clip "
+            "to `num_frames` frames in preprocessing, or build the model "
+            "with another `num_frames` (a multiple of `num_snippets`)."
+        )
+    if tuple(shape[2:4]) != tuple(image_size):
+        raise ValueError(
+            f"`video` frames are {tuple(shape[2:4])} (height, width) but the "
+            f"model expects {expected} (config key `image_size`="
+            f"{tuple(image_size)}). Resize frames in preprocessing."
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_mirasol")
+class VideoEncoder(keras.layers.Layer):
+    """Encode each video snippet on its own into a set of tokens.
+
+    The clip is cut into `num_snippets` consecutive snippets of
+    `num_frames / num_snippets` frames; snippets are folded into the batch
+    so every snippet goes through the same weights (a ViT over tubelets).
+    Parameters depend on the frames per snippet, not on the clip length.
+
+    Args:
+        num_frames: int. Frames `N` per clip.
+        num_snippets: int. Snippets `T` per clip; `N % T == 0`.
+        image_size: int or tuple `(H, W)`. Frame size.
+        tubelet_size: tuple `(t, p, p)`. Tubelet frames and pixels.
+        hidden_dim: int. Token width `D_v`.
+        num_layers: int. Transformer blocks `L_v`.
+        num_heads: int. Attention heads.
+        intermediate_dim: int. MLP width.
+        dropout: float. Defaults to `0.0`.
+        layer_norm_epsilon: float. Defaults to `1e-6`.
+
+    Call arguments:
+        video: float `[B, N, H, W, 3]`, values in `[0, 1]`.
+
+    Returns:
+        float `[B, T, n_v, D_v]` with
+        `n_v = (N / T / t) * (H / p) * (W / p)`.
+
+    Example:
+    ```python
+    encoder = keras_mirasol.models.VideoEncoder(
+        num_frames=8, num_snippets=2, image_size=32,
+        tubelet_size=(2, 8, 8), hidden_dim=64, num_layers=1,
+        num_heads=4, intermediate_dim=128,
+    )
+    encoder(np.zeros((1, 8, 32, 32, 3)))  # [1, 2, 32, 64]
+    ```
+    """
+
+    def __init__(
+        self,
+        num_frames,
+        num_snippets,
+        image_size,
+        tubelet_size,
+        hidden_dim,
+        num_layers,
+        num_heads,
+        intermediate_dim,
+        dropout=0.0,
+        layer_norm_epsilon=1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        self.num_frames = num_frames
+        self.num_snippets = num_snippets
+        self.image_size = tuple(image_size)
+        self.tubelet_size = tuple(tubelet_size)
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+        t, p_h, p_w = self.tubelet_size
+        check_divisible(
+            "num_frames", num_frames, "num_snippets", num_snippets, self.name
+        )
+        self.frames_per_snippet = num_frames // num_snippets
+        check_divisible(
+            "frames per snippet (num_frames / num_snippets)",
+            self.frames_per_snippet,
+            "tubelet_size[0]",
+            t,
+            self.name,
+        )
+        check_divisible(
+            "image_size[0]", self.image_size[0], "tubelet_size[1]", p_h, self.name
+        )
+        check_divisible(
+            "image_size[1]", self.image_size[1], "tubelet_size[2]", p_w, self.name
+        )
+        self.tokens_per_snippet = (
+            (self.frames_per_snippet // t)
+            * (self.image_size[0] // p_h)
+            * (self.image_size[1] // p_w)
+        )
+        self.tubelet_embedding = TubeletEmbedding(
+            hidden_dim,
+            self.tubelet_size,
+            dtype=self.dtype_policy,
+            name="tubelet_embedding",
+        )
+        self.position_embedding = keras_hub.layers.PositionEmbedding(
+            sequence_length=self.tokens_per_snippet,
+            dtype=self.dtype_policy,
+            name="position_embedding",
+        )
+        self.transformer = TransformerStack(
+            num_layers=num_layers,
+            num_heads=num_heads,
+            intermediate_dim=intermediate_dim,
+            dropout=dropout,
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name="transformer",
+        )
+
+    def build(self, video_shape):
+        validate_video_shape(
+            video_shape, self.num_frames, self.image_size, self.num_snippets
+        )
+        snippet_shape = (None, self.frames_per_snippet) + tuple(video_shape[2:])
+        self.tubelet_embedding.build(snippet_shape)
+        token_shape = (None, self.tokens_per_snippet, self.hidden_dim)
+        self.position_embedding.build(token_shape)
+        self.transformer.build(token_shape)
+        self.built = True
+
+    def call(self, video, training=None):
+        height, width = self.image_size
+        # Fold snippets into the batch: snippet t holds frames
+        # [t * N / T, (t + 1) * N / T), contiguous in time.
+        x = ops.reshape(
+            video, (-1, self.frames_per_snippet, height, width, 3)
+        )
+        x = self.tubelet_embedding(x)
+        x = x + self.position_embedding(x)
+        x = self.transformer(x, training=training)
+        return ops.reshape(
+            x, (-1, self.num_snippets, self.tokens_per_snippet, self.hidden_dim)
+        )
+
+    def compute_output_shape(self, video_shape):
+        return (
+            video_shape[0],
+            self.num_snippets,
+            self.tokens_per_snippet,
+            self.hidden_dim,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_frames": self.num_frames,
+                "num_snippets": self.num_snippets,
+                "image_size": self.image_size,
+                "tubelet_size": self.tubelet_size,
+                "hidden_dim": self.hidden_dim,
+                "num_layers": self.num_layers,
+                "num_heads": self.num_heads,
+                "intermediate_dim": self.intermediate_dim,
+                "dropout": self.dropout,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
+        return config
