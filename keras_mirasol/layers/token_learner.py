@@ -55,7 +55,9 @@ class TokenLearner(keras.layers.Layer):
     def build(self, inputs_shape):
         self.norm.build(inputs_shape)
         self.score_hidden.build(inputs_shape)
-        self.score_output.build(tuple(inputs_shape[:-1]) + (self.bottleneck_dim,))
+        self.score_output.build(
+            tuple(inputs_shape[:-1]) + (self.bottleneck_dim,)
+        )
         self.built = True
 
     def call(self, inputs):

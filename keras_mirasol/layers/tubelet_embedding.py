@@ -47,7 +47,9 @@ class TubeletEmbedding(keras.layers.Layer):
 
     def call(self, inputs):
         x = self.projection(inputs)
-        return ops.reshape(x, (-1, self.num_tokens(inputs.shape), self.hidden_dim))
+        return ops.reshape(
+            x, (-1, self.num_tokens(inputs.shape), self.hidden_dim)
+        )
 
     def compute_output_shape(self, inputs_shape):
         return (inputs_shape[0], self.num_tokens(inputs_shape), self.hidden_dim)

@@ -119,9 +119,12 @@ class TimeAlignedDecoder(keras.layers.Layer):
         """
         _, num_snippets, tokens_per_snippet, _ = combined_tokens.shape
         x = ops.reshape(
-            combined_tokens, (-1, num_snippets * tokens_per_snippet, self.hidden_dim)
+            combined_tokens,
+            (-1, num_snippets * tokens_per_snippet, self.hidden_dim),
         )
-        positions = snippet_ids(num_snippets, tokens_per_snippet) + first_snippet
+        positions = (
+            snippet_ids(num_snippets, tokens_per_snippet) + first_snippet
+        )
         x = x + self.snippet_position(
             x, positions=ops.cast(positions, self.compute_dtype)
         )
@@ -204,7 +207,10 @@ class NextSnippetLatentLoss(keras.layers.Layer):
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="norm"
         )
         self.hidden = keras.layers.Dense(
-            hidden_dim, activation="gelu", dtype=self.dtype_policy, name="hidden"
+            hidden_dim,
+            activation="gelu",
+            dtype=self.dtype_policy,
+            name="hidden",
         )
         self.output_projection = keras.layers.Dense(
             hidden_dim, dtype=self.dtype_policy, name="output_projection"

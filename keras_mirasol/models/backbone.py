@@ -268,7 +268,9 @@ class MirasolBackbone(keras_hub.models.Backbone):
         # === Functional Model ===
         inputs = {
             "video": keras.Input(
-                shape=(num_frames, *image_size, 3), dtype="float32", name="video"
+                shape=(num_frames, *image_size, 3),
+                dtype="float32",
+                name="video",
             )
         }
         if use_audio:
@@ -417,9 +419,15 @@ class MirasolBackbone(keras_hub.models.Backbone):
                 f"All inputs must share the batch size, got {batch_sizes}."
             )
 
+    # Both entry points validate: `__call__` for eager and nested calls,
+    # `call` for the stateless path `fit()` and `predict()` take on JAX.
     def __call__(self, inputs, *args, **kwargs):
         self.validate_inputs(inputs)
         return super().__call__(inputs, *args, **kwargs)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        self.validate_inputs(inputs)
+        return super().call(inputs, training=training, mask=mask, **kwargs)
 
     def get_config(self):
         config = super().get_config()

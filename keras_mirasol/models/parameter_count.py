@@ -56,9 +56,7 @@ def abstract_parameter_count(config):
             layer = getattr(backbone, name)
             weights = [] if layer is None else layer.weights
             counts[name] = int(sum(np.prod(w.shape) for w in weights))
-        counts["total"] = int(
-            sum(np.prod(w.shape) for w in backbone.weights)
-        )
+        counts["total"] = int(sum(np.prod(w.shape) for w in backbone.weights))
     return counts
 
 

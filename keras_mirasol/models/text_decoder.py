@@ -2,7 +2,6 @@
 
 import keras
 import keras_hub
-from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")
@@ -85,9 +84,7 @@ class TextDecoder(keras.layers.Layer):
             input_dim=vocabulary_size,
             output_dim=hidden_dim,
             tie_weights=tie_word_embeddings,
-            embeddings_initializer=keras.initializers.RandomNormal(
-                stddev=0.02
-            ),
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
             dtype=self.dtype_policy,
             name="token_embedding",
         )

@@ -132,10 +132,18 @@ class VideoEncoder(keras.layers.Layer):
             self.name,
         )
         check_divisible(
-            "image_size[0]", self.image_size[0], "tubelet_size[1]", p_h, self.name
+            "image_size[0]",
+            self.image_size[0],
+            "tubelet_size[1]",
+            p_h,
+            self.name,
         )
         check_divisible(
-            "image_size[1]", self.image_size[1], "tubelet_size[2]", p_w, self.name
+            "image_size[1]",
+            self.image_size[1],
+            "tubelet_size[2]",
+            p_w,
+            self.name,
         )
         self.tokens_per_snippet = (
             (self.frames_per_snippet // t)
@@ -178,9 +186,7 @@ class VideoEncoder(keras.layers.Layer):
         height, width = self.image_size
         # Fold snippets into the batch: snippet t holds frames
         # [t * N / T, (t + 1) * N / T), contiguous in time.
-        x = ops.reshape(
-            video, (-1, self.frames_per_snippet, height, width, 3)
-        )
+        x = ops.reshape(video, (-1, self.frames_per_snippet, height, width, 3))
         x = self.tubelet_embedding(x)
         x = x + self.position_embedding(x)
         x = self.transformer(x, training=training)

@@ -1,0 +1,162 @@
+"""Shared test helpers: a test-sized config, random inputs, jitted calls."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from keras_mirasol.models.presets import backbone_presets  # noqa: E402
+
+
+def small_config(**overrides):
+    """A MirasolBackbone config small enough to compile in seconds.
+
+    8 frames of 16x16 in 4 snippets (2 frames each), 1 s of 8 kHz audio,
+    width 32.
+    """
+    config = dict(backbone_presets["mirasol_tiny"]["config"])
+    config.update(
+        vocabulary_size=64,
+        max_sequence_length=16,
+        num_frames=8,
+        image_size=16,
+        num_snippets=4,
+        frame_rate=8,
+        tubelet_size=(2, 8, 8),
+        video_hidden_dim=32,
+        video_num_layers=1,
+        video_num_heads=2,
+        video_intermediate_dim=64,
+        audio_sample_rate=8000,
+        audio_num_mel_bins=16,
+        audio_fft_length=256,
+        audio_window_length=200,
+        audio_hop_length=100,
+        audio_patch_size=(8, 8),
+        audio_hidden_dim=32,
+        audio_num_layers=1,
+        audio_num_heads=2,
+        audio_intermediate_dim=64,
+        combiner_tokens=2,
+        combiner_num_layers=1,
+        ttm_memory_size=4,
+        av_hidden_dim=32,
+        av_num_layers=2,
+        av_num_heads=2,
+        av_intermediate_dim=64,
+        text_hidden_dim=32,
+        text_num_layers=2,
+        text_num_heads=2,
+        text_intermediate_dim=64,
+    )
+    config.update(overrides)
+    return config
+
+
+def random_inputs(config, batch_size=2, length=8, seed=0):
+    """Random numpy inputs matching `config`."""
+    rng = np.random.default_rng(seed)
+    size = config["image_size"]
+    samples = int(
+        config["num_frames"]
+        * config["audio_sample_rate"]
+        / config["frame_rate"]
+    )
+    inputs = {
+        "video": rng.uniform(
+            size=(batch_size, config["num_frames"], size, size, 3)
+        ).astype("float32"),
+        "audio": rng.normal(size=(batch_size, samples)).astype("float32"),
+        "token_ids": rng.integers(
+            1, config["vocabulary_size"], size=(batch_size, length)
+        ).astype("int32"),
+        "padding_mask": np.ones((batch_size, length), "int32"),
+    }
+    if not config.get("use_audio", True):
+        del inputs["audio"]
+    return inputs
+
+
+def jit(fn):
+    """Compile `fn` with the active backend (eager JAX is slow).
+
+    The first call runs eagerly so layers build their weights outside the
+    trace; later calls run the compiled function.
+    """
+    backend = keras.backend.backend()
+    compiled = []
+
+    def call(*args):
+        if compiled:
+            return compiled[0](*args)
+        outputs = fn(*args)
+        if backend == "jax":
+            import jax
+
+            compiled.append(jax.jit(fn))
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            compiled.append(tf.function(fn, reduce_retracing=True))
+        else:
+            compiled.append(fn)
+        return outputs
+
+    return call
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def gradient(fn, x):
+    """d sum(fn(x)) / dx as numpy, with the active backend's autodiff."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: keras.ops.sum(fn(v)))(x))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(fn(x))
+        return tape.gradient(y, x).numpy()
+    import torch
+
+    x = torch.tensor(np.asarray(x), requires_grad=True)
+    fn(x).sum().backward()
+    return x.grad.numpy()
+
+
+def assert_config_round_trip(layer):
+    """`from_config(get_config())` gives a layer with the same config."""
+    config = layer.get_config()
+    clone = layer.__class__.from_config(config)
+    assert clone.get_config() == config
+    return clone
+
+
+def assert_save_load(tmp_path, model, inputs):
+    """A `.keras` round trip reproduces the model's outputs."""
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    expected = model.predict_on_batch(inputs)
+    actual = restored.predict_on_batch(inputs)
+    expected = keras.tree.flatten(expected)
+    actual = keras.tree.flatten(actual)
+    assert len(expected) == len(actual)
+    for e, a in zip(expected, actual):
+        np.testing.assert_allclose(a, e, atol=1e-5, rtol=1e-5)
+    return restored
+
+
+@pytest.fixture
+def config():
+    return small_config()

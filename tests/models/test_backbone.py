@@ -1,0 +1,225 @@
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from keras_mirasol.models import MirasolBackbone
+from keras_mirasol.models import backbone
+from tests.conftest import assert_save_load
+from tests.conftest import random_inputs
+from tests.conftest import small_config
+
+# config: 4 snippets of 2 frames; combiner_tokens=2 -> 8 latent tokens.
+M = 2
+
+
+@pytest.fixture(scope="module", params=["transformer", "ttm"])
+def model_and_config(request):
+    config = small_config(combiner_type=request.param)
+    return MirasolBackbone(**config), config
+
+
+def latents_per_snippet_change(model, inputs, changed):
+    a = model.predict_on_batch(inputs)["av_latents"]
+    b = model.predict_on_batch(changed)["av_latents"]
+    diff = np.abs(a - b).max(axis=(0, 2))
+    return diff.reshape(-1, M).max(axis=1)
+
+
+def test_outputs_and_weight_names(model_and_config):
+    model, config = model_and_config
+    out = model.predict_on_batch(random_inputs(config, batch_size=3))
+    assert out["sequence_output"].shape == (3, 8, 32)
+    assert out["av_latents"].shape == (3, 4 * M, 32)
+    assert out["latent_loss"].shape == (3,)
+    paths = {w.path for w in model.weights}
+    for path in [
+        "video_encoder/transformer/transformer_layer_0/self_attention_layer/"
+        "query/kernel",
+        "audio_encoder/patch_embedding/kernel",
+        "combiner/video_projection/kernel",
+        "av_decoder/transformer_layer_1/self_attention/value/kernel",
+        "text_decoder/transformer_layer_0/cross_attention/key/kernel",
+        "text_decoder/token_embedding/embeddings",
+    ]:
+        assert path in paths, path
+
+
+@pytest.mark.parametrize("modality", ["video", "audio"])
+def test_time_aligned_latents_are_causal(model_and_config, modality):
+    model, config = model_and_config
+    inputs = random_inputs(config, batch_size=1)
+    frames = inputs["video"].shape[1] // 4
+    samples = inputs["audio"].shape[1] // 4
+    span = frames if modality == "video" else samples
+    rng = np.random.default_rng(1)
+    for snippet in (1, 3):
+        changed = {k: v.copy() for k, v in inputs.items()}
+        part = changed[modality][:, snippet * span : (snippet + 1) * span]
+        changed[modality][:, snippet * span : (snippet + 1) * span] = (
+            rng.uniform(size=part.shape)
+            if modality == "video"
+            else rng.normal(size=part.shape)
+        )
+        per_snippet = latents_per_snippet_change(model, inputs, changed)
+        np.testing.assert_allclose(per_snippet[:snippet], 0.0, atol=1e-6)
+        assert np.all(per_snippet[snippet:] > 1e-6), per_snippet
+
+
+def test_audio_reaches_only_its_snippet_in_the_combiner():
+    config = small_config()
+    model = MirasolBackbone(**config)
+    combined = keras.Model(model.input, model.get_layer("combiner").output)
+    inputs = random_inputs(config, batch_size=1)
+    # 1 s at 8 kHz in 4 snippets: seconds [0.5, 0.75) = samples [4000, 6000).
+    changed = {k: v.copy() for k, v in inputs.items()}
+    changed["audio"][:, 4000:6000] = np.random.normal(size=(1, 2000))
+    diff = np.abs(
+        combined.predict_on_batch(inputs) - combined.predict_on_batch(changed)
+    ).max(axis=(0, 2, 3))
+    assert diff[2] > 1e-5
+    np.testing.assert_allclose(diff[[0, 1, 3]], 0.0, atol=1e-6)
+
+
+def test_text_is_causal_and_reads_the_media(model_and_config):
+    model, config = model_and_config
+    inputs = random_inputs(config, batch_size=1)
+    changed = {k: v.copy() for k, v in inputs.items()}
+    changed["token_ids"][:, 5] = changed["token_ids"][:, 5] % 60 + 1
+    a = model.predict_on_batch(inputs)["sequence_output"]
+    b = model.predict_on_batch(changed)["sequence_output"]
+    per_token = np.abs(a - b).max(axis=(0, 2))
+    np.testing.assert_allclose(per_token[:5], 0.0, atol=1e-6)
+    assert np.all(per_token[5:] > 1e-6)
+    other_video = dict(inputs, video=inputs["video"][:, ::-1].copy())
+    c = model.predict_on_batch(other_video)["sequence_output"]
+    assert np.abs(a - c).max() > 1e-5
+
+
+def test_inference_is_deterministic_with_dropout():
+    config = small_config(dropout=0.3)
+    model = MirasolBackbone(**config)
+    inputs = random_inputs(config)
+    first = model.predict_on_batch(inputs)
+    second = model.predict_on_batch(inputs)
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+    trained = model(inputs, training=True)["av_latents"]
+    assert (
+        np.abs(keras.ops.convert_to_numpy(trained) - first["av_latents"]).max()
+        > 1e-4
+    )
+
+
+def test_config_round_trip_and_save_load(tmp_path, model_and_config):
+    model, config = model_and_config
+    clone = MirasolBackbone.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    restored = assert_save_load(tmp_path, model, random_inputs(config))
+    assert isinstance(restored, MirasolBackbone)
+
+
+def test_video_only_model():
+    config = small_config(use_audio=False, combiner_type="ttm")
+    model = MirasolBackbone(**config)
+    assert "audio" not in model.input
+    assert model.audio_encoder is None
+    out = model.predict_on_batch(random_inputs(config))
+    assert out["av_latents"].shape == (2, 4 * M, 32)
+    with pytest.raises(ValueError, match="use_audio=False"):
+        model(random_inputs(small_config()))
+
+
+def test_widths_not_divisible_by_six():
+    config = small_config(
+        video_hidden_dim=28,
+        audio_hidden_dim=20,
+        av_hidden_dim=44,
+        text_hidden_dim=52,
+    )
+    out = MirasolBackbone(**config).predict_on_batch(random_inputs(config))
+    assert out["av_latents"].shape[-1] == 44
+    assert all(np.all(np.isfinite(v)) for v in out.values())
+
+
+def bad(inputs, key, value):
+    return dict(inputs, **{key: value})
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("video_rank", ["rank 5", "[batch, 8, 16, 16, 3]"]),
+        ("video_channels", ["3 (RGB) channels"]),
+        ("frames_not_divisible", ["num_frames", "num_snippets=4"]),
+        ("audio_too_short", ["too short", "8000", "audio_sample_rate"]),
+        ("missing_key", ["missing ['padding_mask']"]),
+        ("batch_mismatch", ["batch size"]),
+        ("too_long", ["max_sequence_length=16"]),
+    ],
+)
+def test_bad_input_is_a_clear_error(case, words):
+    config = small_config()
+    model = MirasolBackbone(**config)
+    inputs = random_inputs(config)
+    bad_inputs = {
+        "video_rank": bad(inputs, "video", inputs["video"][0]),
+        "video_channels": bad(inputs, "video", inputs["video"][..., :1]),
+        "frames_not_divisible": bad(inputs, "video", inputs["video"][:, :6]),
+        "audio_too_short": bad(inputs, "audio", inputs["audio"][:, :5000]),
+        "missing_key": {k: v for k, v in inputs.items() if k != "padding_mask"},
+        "batch_mismatch": bad(inputs, "audio", inputs["audio"][:1]),
+        "too_long": bad(
+            bad(inputs, "token_ids", np.ones((2, 20), "int32")),
+            "padding_mask",
+            np.ones((2, 20), "int32"),
+        ),
+    }[case]
+    for call in (model, model.predict_on_batch):
+        with pytest.raises(ValueError) as info:
+            call(bad_inputs)
+        for word in words:
+            assert word in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (dict(num_frames=10), ["num_frames", "num_snippets"]),
+        (dict(combiner_type="lstm"), ["combiner_type"]),
+        (dict(av_hidden_dim=31), ["av_hidden_dim", "av_num_heads"]),
+        (dict(frame_rate=3), ["frame_rate", "audio_sample_rate"]),
+    ],
+)
+def test_bad_config_names_the_key(overrides, words):
+    with pytest.raises(ValueError) as info:
+        MirasolBackbone(**small_config(**overrides))
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_from_preset_builds_random_model_and_says_so_once(monkeypatch):
+    monkeypatch.setattr(backbone, "_announced_random_presets", set())
+    overrides = small_config()
+    with pytest.warns(UserWarning, match="no pretrained Mirasol weights"):
+        MirasolBackbone.from_preset("mirasol_tiny", **overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = MirasolBackbone.from_preset("mirasol_tiny", **overrides)
+    assert model.num_frames == 8
+    with pytest.warns(UserWarning, match="'mirasol_small'"):
+        MirasolBackbone.from_preset("mirasol_small", **overrides)
+
+
+def test_save_to_preset_round_trip(tmp_path):
+    config = small_config(combiner_type="ttm")
+    model = MirasolBackbone(**config)
+    model.save_to_preset(str(tmp_path / "preset"))
+    restored = MirasolBackbone.from_preset(str(tmp_path / "preset"))
+    assert restored.get_config() == model.get_config()
+    inputs = random_inputs(config)
+    expected = model.predict_on_batch(inputs)
+    actual = restored.predict_on_batch(inputs)
+    for key in expected:
+        np.testing.assert_allclose(actual[key], expected[key], atol=1e-6)
