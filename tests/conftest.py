@@ -126,7 +126,8 @@ def gradient(fn, x):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = tf.reduce_sum(fn(x))
-        return tape.gradient(y, x).numpy()
+        zero = tf.UnconnectedGradients.ZERO
+        return tape.gradient(y, x, unconnected_gradients=zero).numpy()
     import torch
 
     x = torch.tensor(np.asarray(x), requires_grad=True)

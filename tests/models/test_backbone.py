@@ -223,3 +223,15 @@ def test_save_to_preset_round_trip(tmp_path):
     actual = restored.predict_on_batch(inputs)
     for key in expected:
         np.testing.assert_allclose(actual[key], expected[key], atol=1e-6)
+
+
+def test_mixed_precision():
+    config = small_config(combiner_type="ttm", dtype="mixed_bfloat16")
+    model = MirasolBackbone(**config)
+    assert model.get_layer("text_decoder").compute_dtype == "bfloat16"
+    assert model.get_layer("text_decoder").variable_dtype == "float32"
+    out = model.predict_on_batch(random_inputs(config))
+    assert out["latent_loss"].dtype == np.float32
+    assert all(
+        np.all(np.isfinite(np.asarray(v, "float32"))) for v in out.values()
+    )
