@@ -4,6 +4,45 @@ import keras
 import keras_hub
 
 
+def pre_norm_blocks(
+    block_class,
+    num_layers,
+    num_heads,
+    intermediate_dim,
+    dropout,
+    layer_norm_epsilon,
+    dtype,
+    activation="gelu",
+):
+    """`num_layers` pre-norm keras-hub transformer blocks.
+
+    Args:
+        block_class: `keras_hub.layers.TransformerEncoder` or
+            `keras_hub.layers.TransformerDecoder` (the latter takes
+            key/value caches and optional cross-attention).
+        num_layers, num_heads, intermediate_dim: int. Block sizes.
+        dropout, layer_norm_epsilon: float.
+        dtype: the owner's dtype policy.
+        activation: str. MLP activation. Defaults to `"gelu"`.
+
+    Returns:
+        A list of blocks named `transformer_layer_{i}`.
+    """
+    return [
+        block_class(
+            intermediate_dim=intermediate_dim,
+            num_heads=num_heads,
+            dropout=dropout,
+            activation=activation,
+            layer_norm_epsilon=layer_norm_epsilon,
+            normalize_first=True,
+            dtype=dtype,
+            name=f"transformer_layer_{i}",
+        )
+        for i in range(num_layers)
+    ]
+
+
 @keras.saving.register_keras_serializable(package="keras_mirasol")
 class TransformerStack(keras.layers.Layer):
     """`num_layers` pre-norm `keras_hub.layers.TransformerEncoder` blocks.
@@ -49,19 +88,16 @@ class TransformerStack(keras.layers.Layer):
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon
         self.activation = activation
-        self.blocks = [
-            keras_hub.layers.TransformerEncoder(
-                intermediate_dim=intermediate_dim,
-                num_heads=num_heads,
-                dropout=dropout,
-                activation=activation,
-                layer_norm_epsilon=layer_norm_epsilon,
-                normalize_first=True,
-                dtype=self.dtype_policy,
-                name=f"transformer_layer_{i}",
-            )
-            for i in range(num_layers)
-        ]
+        self.blocks = pre_norm_blocks(
+            keras_hub.layers.TransformerEncoder,
+            num_layers,
+            num_heads,
+            intermediate_dim,
+            dropout,
+            layer_norm_epsilon,
+            self.dtype_policy,
+            activation=activation,
+        )
         self.final_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon,
             dtype=self.dtype_policy,

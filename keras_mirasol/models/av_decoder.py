@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_mirasol.layers.block_causal_mask import block_causal_mask
 from keras_mirasol.layers.block_causal_mask import snippet_ids
+from keras_mirasol.layers.transformer_stack import pre_norm_blocks
 
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")
@@ -70,19 +71,15 @@ class TimeAlignedDecoder(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="snippet_position",
         )
-        self.blocks = [
-            keras_hub.layers.TransformerDecoder(
-                intermediate_dim=intermediate_dim,
-                num_heads=num_heads,
-                dropout=dropout,
-                activation="gelu",
-                layer_norm_epsilon=layer_norm_epsilon,
-                normalize_first=True,
-                dtype=self.dtype_policy,
-                name=f"transformer_layer_{i}",
-            )
-            for i in range(num_layers)
-        ]
+        self.blocks = pre_norm_blocks(
+            keras_hub.layers.TransformerDecoder,
+            num_layers,
+            num_heads,
+            intermediate_dim,
+            dropout,
+            layer_norm_epsilon,
+            self.dtype_policy,
+        )
         self.final_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon,
             dtype=self.dtype_policy,

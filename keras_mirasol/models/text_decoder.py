@@ -3,6 +3,8 @@
 import keras
 import keras_hub
 
+from keras_mirasol.layers.transformer_stack import pre_norm_blocks
+
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")
 class TextDecoder(keras.layers.Layer):
@@ -93,19 +95,15 @@ class TextDecoder(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="position_embedding",
         )
-        self.blocks = [
-            keras_hub.layers.TransformerDecoder(
-                intermediate_dim=intermediate_dim,
-                num_heads=num_heads,
-                dropout=dropout,
-                activation="gelu",
-                layer_norm_epsilon=layer_norm_epsilon,
-                normalize_first=True,
-                dtype=self.dtype_policy,
-                name=f"transformer_layer_{i}",
-            )
-            for i in range(num_layers)
-        ]
+        self.blocks = pre_norm_blocks(
+            keras_hub.layers.TransformerDecoder,
+            num_layers,
+            num_heads,
+            intermediate_dim,
+            dropout,
+            layer_norm_epsilon,
+            self.dtype_policy,
+        )
         self.final_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon,
             dtype=self.dtype_policy,

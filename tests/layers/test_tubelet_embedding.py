@@ -1,6 +1,7 @@
 import numpy as np
 
 from keras_mirasol.layers import TubeletEmbedding
+from tests.conftest import CHANGED
 from tests.conftest import assert_config_round_trip
 from tests.conftest import to_numpy
 
@@ -19,6 +20,6 @@ def test_each_token_sees_only_its_own_tubelet():
     # Frame 3, rows 4-7, cols 0-3: second time step, third spatial patch.
     y[0, 3, 5, 2] += 1.0
     changed = np.any(
-        np.abs(to_numpy(layer(x)) - to_numpy(layer(y))) > 1e-6, axis=-1
+        np.abs(to_numpy(layer(x)) - to_numpy(layer(y))) > CHANGED, axis=-1
     )[0]
     assert np.flatnonzero(changed).tolist() == [1 * 4 + 2]
