@@ -34,6 +34,27 @@ def cmd_params(args):
     return 0
 
 
+def cmd_tokenizer(args):
+    """Train a SentencePiece vocabulary from text or annotation files."""
+    from keras_mirasol.models.tokenizer import MirasolTokenizer
+    from keras_mirasol.models.tokenizer import train_tokenizer
+
+    train_tokenizer(
+        args.inputs,
+        vocabulary_size=args.vocabulary_size,
+        model_type=args.model_type,
+        lowercase=args.lowercase,
+        output_path=args.output,
+    )
+    tokenizer = MirasolTokenizer(proto=args.output)
+    print(
+        f"wrote {args.output}: {tokenizer.vocabulary_size()} tokens "
+        "(pad 0, start "
+        f"{tokenizer.start_token_id}, end {tokenizer.end_token_id})"
+    )
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-mirasol",
@@ -65,6 +86,20 @@ def build_parser():
     )
     params.add_argument("presets", nargs="+")
     params.set_defaults(func=cmd_params)
+
+    tokenizer = sub.add_parser(
+        "tokenizer",
+        help="Train a SentencePiece vocabulary offline from text files or "
+        "annotations (.txt, .jsonl, .json, .csv).",
+    )
+    tokenizer.add_argument("inputs", nargs="+")
+    tokenizer.add_argument("--output", required=True)
+    tokenizer.add_argument("--vocabulary-size", type=int, default=1024)
+    tokenizer.add_argument(
+        "--model-type", default="bpe", choices=["bpe", "unigram"]
+    )
+    tokenizer.add_argument("--lowercase", action="store_true")
+    tokenizer.set_defaults(func=cmd_tokenizer)
     return parser
 
 

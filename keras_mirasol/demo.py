@@ -1,7 +1,8 @@
 """The built-in demo: train a preset on a fixed random batch.
 
-A stand-in for the media-to-answers demo: it shows a model building,
-compiling and learning (the losses fall) with nothing to download.
+A stand-in for the media-to-answers demo: it shows a `MirasolCausalLM`
+building, compiling and learning (the losses fall) with nothing to
+download.
 """
 
 import json
@@ -11,54 +12,11 @@ import keras
 import numpy as np
 
 from keras_mirasol.models import MirasolBackbone
-
-
-def training_model(backbone):
-    """Wrap a backbone with logits for a next-token objective.
-
-    Outputs `text` logits `[B, L, vocab]` (tied or separate projection) and
-    the per-clip `latent` loss `[B]`, compiled so `fit()` logs the text
-    cross-entropy (`text_loss`) and the next-snippet latent loss
-    (`latent_loss`, weighted by `backbone.latent_loss_weight` in `loss`).
-
-    Args:
-        backbone: `MirasolBackbone`.
-
-    Returns:
-        A compiled `keras.Model`; targets are
-        `{"text": int [B, L], "latent": zeros [B]}`.
-    """
-    inputs = backbone.input
-    outputs = backbone(inputs)
-    logits = backbone.token_embedding(outputs["sequence_output"], reverse=True)
-    model = keras.Model(
-        inputs,
-        {
-            "text": keras.layers.Identity(name="text")(logits),
-            "latent": keras.layers.Identity(name="latent")(
-                outputs["latent_loss"]
-            ),
-        },
-    )
-
-    def per_clip_loss(y_true, y_pred):
-        return y_pred
-
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss={
-            "text": keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True
-            ),
-            "latent": per_clip_loss,
-        },
-        loss_weights={"text": 1.0, "latent": backbone.latent_loss_weight},
-    )
-    return model
+from keras_mirasol.models import MirasolCausalLM
 
 
 def random_batch(backbone, batch_size, length, seed=0):
-    """A fixed random batch for `backbone`, with next-token targets."""
+    """A fixed random batch of backbone inputs and next-token targets."""
     rng = np.random.default_rng(seed)
     height, width = backbone.image_size
     x = {
@@ -74,8 +32,7 @@ def random_batch(backbone, batch_size, length, seed=0):
         x["audio"] = rng.normal(
             scale=0.1, size=(batch_size, backbone.num_audio_samples)
         ).astype("float32")
-    targets = np.roll(x["token_ids"], -1, axis=1)
-    y = {"text": targets, "latent": np.zeros((batch_size,), "float32")}
+    y = np.roll(x["token_ids"], -1, axis=1)
     return x, y
 
 
@@ -88,7 +45,9 @@ class LossPrinter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch % self.every == 0 or epoch == self.params["epochs"] - 1:
-            parts = [f"{k} {v:.4f}" for k, v in sorted(logs.items())]
+            parts = [
+                f"{k} {v:.4f}" for k, v in sorted(logs.items()) if "loss" in k
+            ]
             print(f"step {epoch + 1:4d}: " + ", ".join(parts), flush=True)
 
 
@@ -106,9 +65,10 @@ def run_demo(preset="mirasol_tiny", steps=100, batch_size=8, length=16, seed=0):
         f"backend {keras.backend.backend()}",
         flush=True,
     )
-    model = training_model(backbone)
+    lm = MirasolCausalLM(backbone)
+    lm.compile(optimizer=keras.optimizers.Adam(1e-3))
     x, y = random_batch(backbone, batch_size, length, seed)
-    history = model.fit(
+    history = lm.fit(
         x,
         y,
         batch_size=batch_size,

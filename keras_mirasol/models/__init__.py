@@ -4,16 +4,23 @@ from keras_mirasol.models.audio_encoder import AudioEncoder
 from keras_mirasol.models.av_decoder import NextSnippetLatentLoss
 from keras_mirasol.models.av_decoder import TimeAlignedDecoder
 from keras_mirasol.models.backbone import MirasolBackbone
+from keras_mirasol.models.causal_lm import MirasolCausalLM
 from keras_mirasol.models.combiner import TransformerCombiner
 from keras_mirasol.models.combiner import TTMCombiner
 from keras_mirasol.models.parameter_count import count_parameters
+from keras_mirasol.models.preprocessor import MirasolCausalLMPreprocessor
 from keras_mirasol.models.presets import backbone_presets
 from keras_mirasol.models.text_decoder import TextDecoder
+from keras_mirasol.models.tokenizer import MirasolTokenizer
+from keras_mirasol.models.tokenizer import train_tokenizer
 from keras_mirasol.models.video_encoder import VideoEncoder
 
 __all__ = [
     "AudioEncoder",
     "MirasolBackbone",
+    "MirasolCausalLM",
+    "MirasolCausalLMPreprocessor",
+    "MirasolTokenizer",
     "NextSnippetLatentLoss",
     "TTMCombiner",
     "TextDecoder",
@@ -22,4 +29,5 @@ __all__ = [
     "VideoEncoder",
     "backbone_presets",
     "count_parameters",
+    "train_tokenizer",
 ]

@@ -1,0 +1,428 @@
+"""MirasolCausalLM: answers and captions for clips, with cached generate()."""
+
+import os
+
+import keras
+import keras_hub
+from keras import ops
+
+from keras_mirasol.models.backbone import MirasolBackbone
+from keras_mirasol.models.presets import backbone_presets
+
+DEFAULT_VOCABULARY = os.path.join(
+    os.path.dirname(__file__), "assets", "default_vocabulary.spm"
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_mirasol")
+class WeightedLatentLoss(keras.layers.Layer):
+    """Pass logits through; add `weight * mean(latent_loss)` as a loss.
+
+    Call arguments:
+        logits: float `[B, L, vocab]`.
+        latent_loss: float `[B]`, the backbone's per-clip latent loss.
+
+    Returns:
+        `logits`, unchanged.
+    """
+
+    def __init__(self, weight, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = weight
+
+    def call(self, logits, latent_loss):
+        if self.weight:
+            self.add_loss(self.weight * ops.mean(latent_loss))
+        return logits
+
+    def compute_output_shape(self, logits_shape, latent_loss_shape):
+        return logits_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"weight": self.weight})
+        return config
+
+
+def _any_equal(token_ids, values, where):
+    """`where & (token_ids in values)`, elementwise."""
+    found = ops.zeros_like(token_ids, dtype="bool")
+    for value in values:
+        found = ops.logical_or(found, ops.equal(token_ids, value))
+    return ops.logical_and(found, where)
+
+
+@keras.saving.register_keras_serializable(package="keras_mirasol")
+class MirasolCausalLM(keras_hub.models.CausalLM):
+    """Mirasol3B for video question answering and captioning.
+
+    A keras-hub `CausalLM`: `fit()` trains on dict batches, `generate()`
+    answers with any `keras_hub.samplers` sampler (greedy by default; set
+    another with `compile(sampler=...)`). The loss is the masked
+    cross-entropy of the response tokens (weight `text_loss_weight`) plus
+    the backbone's next-snippet latent loss (weight
+    `backbone.latent_loss_weight`); `fit()` logs both as `text_loss` and
+    `latent_loss`. With `text_loss_weight=0` it pretrains the
+    time-aligned model on unlabelled clips (latent prediction only).
+
+    Generation encodes the clip once (encoders, Combiner, time-aligned
+    model), computes the cross-attention keys and values of `av_latents`
+    once, and then decodes token by token with a self-attention key/value
+    cache updated in place. It compiles once per input shape.
+
+    Args:
+        backbone: `MirasolBackbone`.
+        preprocessor: `MirasolCausalLMPreprocessor` or `None`. Without it,
+            inputs are backbone inputs (token ids, prepared media).
+        text_loss_weight: float. Weight of the text cross-entropy.
+            Defaults to `1.0`.
+
+    Example:
+    ```python
+    lm = keras_mirasol.models.MirasolCausalLM.from_preset("mirasol_tiny")
+    lm.generate(
+        {"video": video, "audio": audio, "prompts": ["what colour?"]},
+        max_length=16,
+    )
+    ```
+    """
+
+    backbone_cls = MirasolBackbone
+    preprocessor_cls = None  # set in preprocessor.py to avoid a cycle
+
+    def __init__(
+        self, backbone, preprocessor=None, text_loss_weight=1.0, **kwargs
+    ):
+        # A preset's tokenizer gets its vocabulary after the task is built.
+        if preprocessor is not None and preprocessor.tokenizer.proto:
+            vocabulary = preprocessor.tokenizer.vocabulary_size()
+            if vocabulary > backbone.vocabulary_size:
+                raise ValueError(
+                    f"The tokenizer has {vocabulary} tokens but the backbone "
+                    f"was built with vocabulary_size="
+                    f"{backbone.vocabulary_size}. Build the backbone with "
+                    f"vocabulary_size >= {vocabulary}."
+                )
+
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.latent_loss_layer = WeightedLatentLoss(
+            backbone.latent_loss_weight,
+            dtype=backbone.dtype_policy,
+            name="weighted_latent_loss",
+        )
+
+        # === Functional Model ===
+        inputs = backbone.input
+        outputs = backbone(inputs)
+        logits = backbone.token_embedding(
+            outputs["sequence_output"], reverse=True
+        )
+        logits = self.latent_loss_layer(logits, outputs["latent_loss"])
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+
+        # === Config ===
+        self.text_loss_weight = text_loss_weight
+
+        self.text_loss_tracker = keras.metrics.Mean(name="text_loss")
+        self.latent_loss_tracker = keras.metrics.Mean(name="latent_loss")
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        *,
+        weighted_metrics="auto",
+        sampler="greedy",
+        **kwargs,
+    ):
+        """keras-hub `CausalLM.compile`, with a masked-mean text loss.
+
+        The default loss averages the cross-entropy over the tokens whose
+        `sample_weight` is non-zero (the response), not over every
+        position, so its scale does not depend on padding.
+        """
+        if loss == "auto":
+            loss = keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, reduction="mean_with_sample_weight"
+            )
+        super().compile(
+            optimizer=optimizer,
+            loss=loss,
+            weighted_metrics=weighted_metrics,
+            sampler=sampler,
+            **kwargs,
+        )
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        # The parent adds the compiled text loss and the layers' losses
+        # (here only the weighted latent loss).
+        total = super().compute_loss(
+            x=x,
+            y=y,
+            y_pred=y_pred,
+            sample_weight=sample_weight,
+            training=training,
+        )
+        latent = ops.zeros((), dtype="float32")
+        for loss in self.losses:
+            latent = latent + ops.cast(loss, "float32")
+        text = ops.cast(total, "float32") - latent
+        weight = self.backbone.latent_loss_weight
+        self.text_loss_tracker.update_state(text)
+        self.latent_loss_tracker.update_state(latent / weight if weight else 0)
+        return self.text_loss_weight * text + latent
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"text_loss_weight": self.text_loss_weight})
+        return config
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Build from a built-in preset name or a `save_to_preset` dir.
+
+        No pretrained Mirasol weights exist: a built-in name (see
+        `keras_mirasol.models.backbone_presets`) builds a randomly
+        initialised backbone (and says so once) with the bundled default
+        vocabulary (its `vocabulary_size` set to that vocabulary's), which
+        spells any text but is no substitute for one trained on your data
+        (`keras-mirasol tokenizer`). A directory
+        written by `save_to_preset()` restores backbone, weights,
+        tokenizer and preprocessor.
+
+        Args:
+            preset: str. Built-in name or local directory.
+            load_weights: bool. Load weights from a directory.
+            **kwargs: passed to the task, e.g. `text_loss_weight=0`.
+        """
+        if preset in backbone_presets:
+            from keras_mirasol.models.preprocessor import (
+                MirasolCausalLMPreprocessor,
+            )
+            from keras_mirasol.models.tokenizer import MirasolTokenizer
+
+            tokenizer = MirasolTokenizer(proto=DEFAULT_VOCABULARY)
+            backbone = MirasolBackbone.from_preset(
+                preset, vocabulary_size=tokenizer.vocabulary_size()
+            )
+            preprocessor = MirasolCausalLMPreprocessor.from_backbone(
+                backbone, tokenizer
+            )
+            return cls(backbone=backbone, preprocessor=preprocessor, **kwargs)
+        return super().from_preset(preset, load_weights=load_weights, **kwargs)
+
+    def encode_media(self, inputs):
+        """Run the media side once per clip.
+
+        Args:
+            inputs: dict with `video` (and `audio`) as the backbone takes.
+
+        Returns:
+            float `[B, T * m, av_hidden_dim]` `av_latents`.
+        """
+        backbone = self.backbone
+        video_tokens = backbone.video_encoder(inputs["video"])
+        audio_tokens = None
+        if backbone.use_audio:
+            audio_tokens = backbone.audio_encoder(inputs["audio"])
+        combined = backbone.combiner(video_tokens, audio_tokens)
+        return backbone.av_decoder(combined)
+
+    def call_with_cache(
+        self,
+        token_ids,
+        cache,
+        cache_update_index,
+        cross_attention_cache_update_index=None,
+    ):
+        """Decode `token_ids` at `cache_update_index` with key/value caches.
+
+        Args:
+            token_ids: int `[B, l]`, the tokens at positions
+                `[cache_update_index, cache_update_index + l)`.
+            cache: dict from `build_cache()`: `self_attention`
+                `[B, L_t, 2, max_length, heads, head_dim]`, `cross_attention`
+                `[B, L_x, 2, T * m, heads, head_dim]`, and `av_latents`.
+            cache_update_index: int or int tensor. Position of
+                `token_ids[:, 0]`.
+            cross_attention_cache_update_index: `0` to compute the
+                cross-attention keys/values of `av_latents` into the cache
+                (done once per clip by `build_cache`); `None` to reuse them.
+
+        Returns:
+            `(logits [B, l, vocab], hidden_states [B, l, D_t], cache)`.
+        """
+        decoder = self.backbone.text_decoder
+        x = decoder.embed(token_ids, start_index=cache_update_index)
+        self_caches = []
+        cross_caches = []
+        for i, block in enumerate(decoder.blocks):
+            self_cache = cache["self_attention"][:, i, ...]
+            if decoder.has_cross_attention(i):
+                x, self_cache, cross_cache = block(
+                    x,
+                    encoder_sequence=cache["av_latents"],
+                    self_attention_cache=self_cache,
+                    self_attention_cache_update_index=cache_update_index,
+                    cross_attention_cache=cache["cross_attention"][
+                        :, len(cross_caches), ...
+                    ],
+                    cross_attention_cache_update_index=(
+                        cross_attention_cache_update_index
+                    ),
+                )
+                cross_caches.append(cross_cache)
+            else:
+                x, self_cache = block(
+                    x,
+                    self_attention_cache=self_cache,
+                    self_attention_cache_update_index=cache_update_index,
+                )
+            self_caches.append(self_cache)
+        hidden_states = decoder.final_norm(x)
+        logits = decoder.token_embedding(hidden_states, reverse=True)
+        cache = dict(cache, self_attention=ops.stack(self_caches, axis=1))
+        if cross_attention_cache_update_index is not None:
+            cache["cross_attention"] = ops.stack(cross_caches, axis=1)
+        return logits, hidden_states, cache
+
+    def build_cache(self, token_ids, av_latents):
+        """Seed the caches with a pass over the whole prompt.
+
+        Args:
+            token_ids: int `[B, max_length]`.
+            av_latents: float `[B, T * m, av_hidden_dim]`.
+
+        Returns:
+            `(hidden_states [B, max_length, D_t], cache)`.
+        """
+        decoder = self.backbone.text_decoder
+        batch_size, max_length = ops.shape(token_ids)
+        num_heads = decoder.num_heads
+        head_dim = decoder.hidden_dim // num_heads
+        num_cross = sum(
+            decoder.has_cross_attention(i) for i in range(decoder.num_layers)
+        )
+        cache = {
+            "self_attention": ops.zeros(
+                (
+                    batch_size,
+                    decoder.num_layers,
+                    2,
+                    max_length,
+                    num_heads,
+                    head_dim,
+                ),
+                dtype=self.compute_dtype,
+            ),
+            "cross_attention": ops.zeros(
+                (
+                    batch_size,
+                    num_cross,
+                    2,
+                    ops.shape(av_latents)[1],
+                    num_heads,
+                    head_dim,
+                ),
+                dtype=self.compute_dtype,
+            ),
+            "av_latents": av_latents,
+        }
+        _, hidden_states, cache = self.call_with_cache(
+            token_ids,
+            cache,
+            cache_update_index=0,
+            cross_attention_cache_update_index=0,
+        )
+        return hidden_states, cache
+
+    def generate_step(self, inputs, stop_token_ids=None):
+        """Generate for one batch; compilable (see keras-hub `CausalLM`).
+
+        Args:
+            inputs: dict of backbone inputs: `video`, `audio`, `token_ids`
+                (prompts padded to the generation length), `padding_mask`.
+            stop_token_ids: tuple of int or None.
+
+        Returns:
+            dict with `token_ids` and `padding_mask` `[B, max_length]`.
+        """
+        token_ids = inputs["token_ids"]
+        padding_mask = inputs["padding_mask"]
+        av_latents = self.encode_media(inputs)
+        hidden_states, cache = self.build_cache(token_ids, av_latents)
+        row_lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
+        index = ops.min(row_lengths)
+
+        def next(prompt, cache, index):
+            batch_size = ops.shape(prompt)[0]
+            prompt = ops.slice(prompt, [0, index - 1], [batch_size, 1])
+            logits, hidden_states, cache = self.call_with_cache(
+                prompt, cache, cache_update_index=index - 1
+            )
+            return (
+                ops.squeeze(logits, axis=1),
+                ops.squeeze(hidden_states, axis=1),
+                cache,
+            )
+
+        token_ids = self.sampler(
+            next=next,
+            prompt=token_ids,
+            cache=cache,
+            index=index,
+            mask=padding_mask,
+            stop_token_ids=stop_token_ids,
+            hidden_states=hidden_states,
+            model=self,
+        )
+        if stop_token_ids is not None:
+            end_locations = ops.cast(
+                _any_equal(
+                    token_ids,
+                    stop_token_ids,
+                    ops.logical_not(ops.cast(padding_mask, "bool")),
+                ),
+                "int32",
+            )
+            # Everything after the first generated stop token is padding.
+            overflow = ops.cumsum(end_locations, axis=-1) - end_locations
+            padding_mask = ops.logical_not(ops.cast(overflow, "bool"))
+        else:
+            padding_mask = ops.ones_like(token_ids, dtype="bool")
+        return {"token_ids": token_ids, "padding_mask": padding_mask}
+
+    def generate(
+        self,
+        inputs,
+        max_length=None,
+        stop_token_ids="auto",
+        strip_prompt=True,
+    ):
+        """Answer or caption clips.
+
+        Args:
+            inputs: with a preprocessor, a dict with `video`, `audio` and
+                `prompts` (a list of strings, one per clip); without one,
+                backbone inputs with prompts packed into `token_ids`.
+            max_length: int. Prompt plus answer length. Defaults to the
+                preprocessor's `sequence_length`.
+            stop_token_ids: `"auto"` (the tokenizer's end token), `None` or
+                a tuple of ids.
+            strip_prompt: bool. Return only the generated answer (default),
+                not the prompt before it.
+
+        Returns:
+            A list of strings with a preprocessor, else a dict of
+            `token_ids` and `padding_mask`.
+        """
+        return super().generate(
+            inputs,
+            max_length=max_length,
+            stop_token_ids=stop_token_ids,
+            strip_prompt=strip_prompt,
+        )

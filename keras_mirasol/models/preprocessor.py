@@ -1,0 +1,336 @@
+"""MirasolCausalLMPreprocessor: clips and text to model inputs."""
+
+import warnings
+
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+
+from keras_mirasol.data.clip_ops import fit_clip
+from keras_mirasol.data.clip_ops import resample_audio
+from keras_mirasol.data.clip_ops import resize_frames
+from keras_mirasol.models.backbone import MirasolBackbone
+from keras_mirasol.models.causal_lm import MirasolCausalLM
+from keras_mirasol.models.tokenizer import MirasolTokenizer
+
+
+@keras.saving.register_keras_serializable(package="keras_mirasol")
+class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
+    """Tokenize and pack prompts and responses, and fit clips to the model.
+
+    Text: `[start] prompt response [end] [pad]...`, `sequence_length + 1`
+    long, shifted by one into `token_ids` and the target `y`; the loss
+    `sample_weight` covers the response and its end token only. A prompt
+    and response that do not fit are truncated, the prompt first (its
+    end), then the response (its end), with a warning the first time this
+    happens eagerly. Empty prompts or responses are allowed: clips without
+    any text train the latent loss only (`text_loss_weight=0`).
+
+    Media (see `keras_mirasol.data.clip_ops` for the sampling rule):
+    `video` `[F, H, W, 3]` (uint8 or float in `[0, 1]`) is cut to the
+    model's span, sampled to `num_frames` frames and resized; `audio` `[S]`
+    is resampled from `audio_sample_rate` (an optional input key, default
+    the model's rate; a batch is resampled with its first clip's rate, so
+    map the preprocessor before batching clips of mixed rates) and cut or
+    padded to the same span. Evaluation and generation take the centred
+    window; training (`random_window=True`) a random one.
+
+    Works eagerly on numpy/Python data and inside `tf.data.Dataset.map`,
+    batched or unbatched.
+
+    Args:
+        tokenizer: `MirasolTokenizer`.
+        sequence_length: int. Packed text length.
+        num_frames: int. Frames per clip.
+        frame_size: `(H, W)`. The backbone's `image_size`.
+        num_audio_samples: int. Samples per clip.
+        audio_sample_rate: int. The model's audio rate.
+        use_audio: bool. Whether the model takes audio.
+        random_window: bool. Random clip window in `call()` (training).
+            Defaults to `False`.
+
+    Call arguments:
+        x: dict with `video`, `audio` (if `use_audio`), `prompts`,
+            optionally `responses` and `audio_sample_rate`.
+
+    Returns:
+        `(x, y, sample_weight)`: `x` has `video`, `audio`, `token_ids`,
+        `padding_mask`.
+    """
+
+    backbone_cls = MirasolBackbone
+    tokenizer_cls = MirasolTokenizer
+
+    def __init__(
+        self,
+        tokenizer,
+        sequence_length=32,
+        num_frames=16,
+        frame_size=(32, 32),
+        num_audio_samples=32000,
+        audio_sample_rate=16000,
+        use_audio=True,
+        random_window=False,
+        **kwargs,
+    ):
+        super().__init__(
+            tokenizer=tokenizer, sequence_length=sequence_length, **kwargs
+        )
+        if isinstance(frame_size, int):
+            frame_size = (frame_size, frame_size)
+        self.num_frames = num_frames
+        self.frame_size = tuple(frame_size)
+        self.num_audio_samples = num_audio_samples
+        self.audio_sample_rate = audio_sample_rate
+        self.use_audio = use_audio
+        self.random_window = random_window
+        self._eager_functions = {}
+        self._warned_truncation = False
+
+    @classmethod
+    def from_backbone(cls, backbone, tokenizer, **kwargs):
+        """A preprocessor matching `backbone`'s clip shape and text length."""
+        return cls(
+            tokenizer=tokenizer,
+            sequence_length=backbone.max_sequence_length,
+            num_frames=backbone.num_frames,
+            frame_size=backbone.image_size,
+            num_audio_samples=backbone.num_audio_samples,
+            audio_sample_rate=backbone.audio_sample_rate,
+            use_audio=backbone.use_audio,
+            **kwargs,
+        )
+
+    def build(self, input_shape):
+        self.built = True
+
+    # --- media -----------------------------------------------------------
+
+    def prepare_media(self, x, offset):
+        """Fit `x["video"]` (and `x["audio"]`) to the model's shapes."""
+        audio = None
+        if self.use_audio:
+            audio = tf.convert_to_tensor(x["audio"], tf.float32)
+            if "audio_sample_rate" in x:
+                # One rate per call: a batch shares its first clip's rate.
+                rate = tf.reshape(x["audio_sample_rate"], [-1])[0]
+                audio = resample_audio(audio, rate, self.audio_sample_rate)
+        video, audio = fit_clip(
+            x["video"], audio, self.num_frames, self.num_audio_samples, offset
+        )
+        media = {"video": resize_frames(video, self.frame_size)}
+        if self.use_audio:
+            media["audio"] = audio
+        return media
+
+    # --- text ------------------------------------------------------------
+
+    def pack(self, prompts, responses, sequence_length, add_end):
+        """Pack ragged token ids; returns `(token_ids, segment_ids, cut)`.
+
+        `segment_ids` is 1 on response and end tokens; `cut` is True where
+        a row had to be truncated.
+        """
+        tokenizer = self.tokenizer
+        batch = prompts.nrows()
+        specials = 1 + int(add_end)
+        response_room = sequence_length - specials
+        response_lengths = responses.row_lengths()
+        responses = responses[:, :response_room]
+        prompt_room = sequence_length - specials - responses.row_lengths()
+        positions = tf.ragged.range(prompts.row_lengths())
+        kept = tf.ragged.boolean_mask(
+            prompts, positions < tf.expand_dims(prompt_room, 1)
+        )
+        cut = tf.logical_or(
+            kept.row_lengths() < prompts.row_lengths(),
+            response_lengths > response_room,
+        )
+        start = tf.fill([batch, 1], tf.cast(tokenizer.start_token_id, "int32"))
+        pieces = [start, tf.cast(kept, "int32"), tf.cast(responses, "int32")]
+        segments = [
+            tf.zeros_like(start),
+            tf.zeros_like(tf.cast(kept, "int32")),
+            tf.ones_like(tf.cast(responses, "int32")),
+        ]
+        if add_end:
+            end = tf.fill([batch, 1], tf.cast(tokenizer.end_token_id, "int32"))
+            pieces.append(end)
+            segments.append(tf.ones_like(end))
+        token_ids = tf.concat(pieces, axis=1).to_tensor(
+            default_value=tokenizer.pad_token_id,
+            shape=[None, sequence_length],
+        )
+        segment_ids = tf.concat(segments, axis=1).to_tensor(
+            default_value=0, shape=[None, sequence_length]
+        )
+        return token_ids, segment_ids, cut
+
+    def tokenize(self, texts, batch_size):
+        texts = tf.convert_to_tensor(texts, tf.string)
+        texts = tf.broadcast_to(tf.reshape(texts, [-1]), [batch_size])
+        tokens = self.tokenizer(texts)
+        if isinstance(tokens, tf.Tensor):
+            tokens = tf.RaggedTensor.from_tensor(tokens)
+        return tokens
+
+    # --- entry points ----------------------------------------------------
+
+    def check_inputs(self, x, need_responses=False):
+        if not isinstance(x, dict):
+            raise ValueError(
+                "MirasolCausalLMPreprocessor takes a dict with keys "
+                "'video', 'audio', 'prompts' (and 'responses' to train), "
+                f"got {type(x).__name__}."
+            )
+        required = ["video", "prompts"] + (["audio"] if self.use_audio else [])
+        if need_responses:
+            required.append("responses")
+        missing = [k for k in required if k not in x]
+        if missing:
+            raise ValueError(
+                f"Missing input keys {missing}: the preprocessor needs "
+                f"{required} (got {sorted(x)}). A clip without an audio "
+                "track should carry silence, e.g. np.zeros(num_samples)."
+            )
+        video_shape = tuple(x["video"].shape)
+        if len(video_shape) not in (4, 5) or video_shape[-1] != 3:
+            raise ValueError(
+                "`video` must be frames [frames, height, width, 3] or a "
+                f"batch [batch, frames, height, width, 3], got {video_shape}."
+            )
+        sizes = {"video": video_shape[0] if len(video_shape) == 5 else None}
+        for key in ("audio", "prompts", "responses"):
+            if key in x and not isinstance(x[key], str):
+                shape = tuple(getattr(x[key], "shape", np.shape(x[key])))
+                batched = len(shape) == (2 if key == "audio" else 1)
+                sizes[key] = shape[0] if batched else None
+        known = {k: v for k, v in sizes.items() if v is not None}
+        if len(set(known.values())) > 1:
+            raise ValueError(
+                f"Mismatched batch sizes {known}: give one prompt (and "
+                "response, and audio track) per clip in `video`."
+            )
+
+    def _preprocess(self, x, sequence_length, training):
+        video = tf.convert_to_tensor(x["video"])
+        batched = len(video.shape) == 5
+        if not batched:
+            x = dict(x, video=video[None])
+            if self.use_audio:
+                x["audio"] = tf.convert_to_tensor(x["audio"])[None]
+        batch_size = tf.shape(x["video"])[0]
+        prompts = tf.convert_to_tensor(x["prompts"], tf.string)
+        if batched or len(prompts.shape) > 0:
+            tf.debugging.assert_equal(
+                tf.size(prompts),
+                batch_size,
+                message="Mismatched batch sizes: the number of prompts must "
+                "equal the number of clips in `video`.",
+            )
+        offset = 0.5
+        if training and self.random_window:
+            offset = tf.random.uniform([])
+        media = self.prepare_media(x, offset)
+        prompts = self.tokenize(x["prompts"], batch_size)
+        responses = self.tokenize(x.get("responses", ""), batch_size)
+        token_ids, segment_ids, cut = self.pack(
+            prompts, responses, sequence_length, add_end=training
+        )
+        padding_mask = token_ids != self.tokenizer.pad_token_id
+        outputs = dict(media, token_ids=token_ids, padding_mask=padding_mask)
+        if training:
+            outputs["token_ids"] = token_ids[:, :-1]
+            outputs["padding_mask"] = padding_mask[:, :-1]
+            outputs["y"] = token_ids[:, 1:]
+            outputs["sample_weight"] = tf.cast(segment_ids[:, 1:], "float32")
+        if not batched:
+            outputs = {k: v[0] for k, v in outputs.items()}
+        outputs["_cut"] = tf.reduce_any(cut)
+        return outputs
+
+    def _run(self, x, sequence_length, training):
+        if tf.inside_function():
+            return self._preprocess(x, sequence_length, training)
+        key = (sequence_length, training)
+        if key not in self._eager_functions:
+            self._eager_functions[key] = tf.function(
+                lambda inputs: self._preprocess(
+                    inputs, sequence_length, training
+                ),
+                reduce_retracing=True,
+            )
+        inputs = {k: tf.convert_to_tensor(v) for k, v in x.items()}
+        outputs = self._eager_functions[key](inputs)
+        outputs = {k: v.numpy() for k, v in outputs.items()}
+        if outputs["_cut"] and not self._warned_truncation:
+            self._warned_truncation = True
+            warnings.warn(
+                "Some prompts or responses were longer than "
+                f"sequence_length={sequence_length} and were truncated "
+                "(prompt first, then response). Raise `sequence_length` "
+                "(and the backbone's `max_sequence_length`) to keep them.",
+                stacklevel=3,
+            )
+        return outputs
+
+    def call(self, x, y=None, sample_weight=None, sequence_length=None):
+        self.check_inputs(x)
+        sequence_length = (sequence_length or self.sequence_length) + 1
+        outputs = self._run(x, sequence_length, training=True)
+        outputs.pop("_cut")
+        y = outputs.pop("y")
+        sample_weight = outputs.pop("sample_weight")
+        return keras.utils.pack_x_y_sample_weight(outputs, y, sample_weight)
+
+    def generate_preprocess(self, x, sequence_length=None):
+        """Prepare media and prompts (no end token) for `generate()`."""
+        self.check_inputs(x)
+        x = {k: v for k, v in x.items() if k != "responses"}
+        if len(np.shape(x["video"])) == 4:
+            # One clip: generate() always decodes a batch.
+            x["video"] = np.asarray(x["video"])[None]
+            if self.use_audio:
+                x["audio"] = np.asarray(x["audio"])[None]
+        outputs = self._run(
+            x, sequence_length or self.sequence_length, training=False
+        )
+        outputs.pop("_cut")
+        return outputs
+
+    def generate_postprocess(self, x):
+        """Token ids of generated answers to strings.
+
+        Ids the tokenizer does not know (a backbone vocabulary padded past
+        the tokenizer's) decode as the unknown token.
+        """
+        token_ids = np.asarray(keras.ops.convert_to_numpy(x["token_ids"]))
+        unknown = self.tokenizer.token_to_id("<unk>")
+        token_ids = np.where(
+            token_ids < self.tokenizer.vocabulary_size(), token_ids, unknown
+        )
+        x = {
+            "token_ids": token_ids,
+            "padding_mask": np.asarray(
+                keras.ops.convert_to_numpy(x["padding_mask"])
+            ),
+        }
+        return super().generate_postprocess(x)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_frames": self.num_frames,
+                "frame_size": self.frame_size,
+                "num_audio_samples": self.num_audio_samples,
+                "audio_sample_rate": self.audio_sample_rate,
+                "use_audio": self.use_audio,
+                "random_window": self.random_window,
+            }
+        )
+        return config
+
+
+MirasolCausalLM.preprocessor_cls = MirasolCausalLMPreprocessor

@@ -1,0 +1,259 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_mirasol.models import MirasolBackbone
+from keras_mirasol.models.causal_lm import MirasolCausalLM
+from tests.conftest import random_inputs
+from tests.conftest import small_config
+from tests.conftest import to_numpy
+
+LENGTH = 10
+
+
+@pytest.fixture(scope="module")
+def lm_and_config():
+    # Three text blocks, cross-attention in blocks 0 and 2 only.
+    config = small_config(text_num_layers=3, cross_attention_every=2)
+    keras.utils.set_random_seed(0)
+    lm = MirasolCausalLM(MirasolBackbone(**config))
+    lm.compile(sampler="greedy")
+    return lm, config
+
+
+def prompt_inputs(config, prompt_length=4, seed=0):
+    x = random_inputs(config, batch_size=2, length=LENGTH, seed=seed)
+    mask = np.zeros((2, LENGTH), "int32")
+    mask[:, :prompt_length] = 1
+    x["padding_mask"] = mask
+    x["token_ids"] = x["token_ids"] * mask
+    return x
+
+
+def test_cached_decoding_matches_the_full_forward_pass(lm_and_config):
+    lm, config = lm_and_config
+    x = random_inputs(config, batch_size=2, length=LENGTH)
+    full = lm.predict_on_batch(x)
+    av_latents = lm.encode_media(x)
+    hidden, cache = lm.build_cache(x["token_ids"], av_latents)
+    seeded = to_numpy(lm.backbone.token_embedding(hidden, reverse=True))
+    np.testing.assert_allclose(seeded, full, atol=1e-4)
+    # Token by token, each step reading the cache of the previous ones.
+    _, cache = lm.build_cache(np.zeros_like(x["token_ids"]), av_latents)
+    steps = []
+    for j in range(LENGTH):
+        logits, _, cache = lm.call_with_cache(
+            x["token_ids"][:, j : j + 1], cache, j
+        )
+        steps.append(to_numpy(logits)[:, 0])
+    np.testing.assert_allclose(np.stack(steps, axis=1), full, atol=1e-4)
+
+
+def test_cross_attention_keys_and_values_are_computed_once(lm_and_config):
+    lm, config = lm_and_config
+    decoder = lm.backbone.text_decoder
+    calls = []
+    dense_layers = []
+    for i, block in enumerate(decoder.blocks):
+        if decoder.has_cross_attention(i):
+            dense_layers += [
+                block._cross_attention_layer._key_dense,
+                block._cross_attention_layer._value_dense,
+            ]
+    originals = [layer.call for layer in dense_layers]
+
+    def counting(original):
+        def call(*args, **kwargs):
+            calls.append(1)
+            return original(*args, **kwargs)
+
+        return call
+
+    try:
+        for layer, original in zip(dense_layers, originals):
+            layer.call = counting(original)
+        x = prompt_inputs(config)
+        _, cache = lm.build_cache(x["token_ids"], lm.encode_media(x))
+        assert len(calls) == 4  # key and value of 2 cross-attention blocks
+        for j in range(3):
+            _, _, cache = lm.call_with_cache(
+                x["token_ids"][:, j : j + 1], cache, j
+            )
+        assert len(calls) == 4  # decoding steps reuse the cache
+    finally:
+        for layer, original in zip(dense_layers, originals):
+            layer.call = original
+
+
+def test_generation_compiles_once_per_shape(lm_and_config):
+    lm, config = lm_and_config
+    lm.generate_function = None
+    traces = []
+    original = MirasolCausalLM.generate_step
+
+    def counted(inputs, stop_token_ids=None):
+        traces.append(1)
+        return original(lm, inputs, stop_token_ids)
+
+    lm.generate_step = counted
+    try:
+        first = lm.generate(prompt_inputs(config), stop_token_ids=None)
+        again = lm.generate(prompt_inputs(config, seed=1), stop_token_ids=None)
+        assert len(traces) == 1
+        x = prompt_inputs(config)
+        x = {k: v[:1] for k, v in x.items()}
+        lm.generate(x, stop_token_ids=None)
+        assert len(traces) == 2
+    finally:
+        del lm.generate_step
+        lm.generate_function = None
+    assert first["token_ids"].shape == (2, LENGTH)
+    assert not np.array_equal(first["token_ids"], again["token_ids"])
+
+
+def test_greedy_generation_is_deterministic_and_stops(lm_and_config):
+    lm, config = lm_and_config
+    x = prompt_inputs(config)
+    a = lm.generate(dict(x), stop_token_ids=None, strip_prompt=False)
+    b = lm.generate(dict(x), stop_token_ids=None, strip_prompt=False)
+    np.testing.assert_array_equal(a["token_ids"], b["token_ids"])
+    np.testing.assert_array_equal(a["token_ids"][:, :4], x["token_ids"][:, :4])
+    # Stop on the first generated token of row 0: row 0 ends right there.
+    stop = int(a["token_ids"][0, 4])
+    c = lm.generate(dict(x), stop_token_ids=(stop,), strip_prompt=False)
+    assert c["padding_mask"][0].tolist() == [True] * 5 + [False] * 5
+    np.testing.assert_array_equal(c["token_ids"][0, :5], a["token_ids"][0, :5])
+
+
+def test_other_samplers(lm_and_config):
+    lm, config = lm_and_config
+    for sampler in ("top_k", "beam"):
+        lm.compile(sampler=sampler)
+        out = lm.generate(prompt_inputs(config), stop_token_ids=None)
+        assert out["token_ids"].shape == (2, LENGTH)
+    lm.compile(sampler="greedy")
+
+
+def test_fit_logs_text_and_latent_losses():
+    config = small_config()
+    lm = MirasolCausalLM(MirasolBackbone(**config))
+    lm.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x = random_inputs(config, batch_size=4, length=8)
+    y = np.roll(x["token_ids"], -1, axis=1)
+    weight = np.ones_like(y, "float32")
+    history = lm.fit(x, y, sample_weight=weight, epochs=2, verbose=0)
+    logs = history.history
+    assert logs["text_loss"][0] > 0 and logs["latent_loss"][0] > 0
+    expected = logs["text_loss"][0] + 0.1 * logs["latent_loss"][0]
+    assert logs["loss"][0] == pytest.approx(expected, rel=1e-3)
+
+
+def test_latent_only_pretraining_leaves_the_text_decoder_alone():
+    config = small_config()
+    lm = MirasolCausalLM(MirasolBackbone(**config), text_loss_weight=0.0)
+    lm.compile(optimizer=keras.optimizers.SGD(0.1))
+    x = random_inputs(config, batch_size=2, length=8)
+    y = np.zeros_like(x["token_ids"])
+    decoder = lm.backbone.text_decoder
+    before = [to_numpy(w) for w in decoder.weights]
+    media = lm.backbone.get_layer("av_decoder")
+    media_before = [to_numpy(w) for w in media.weights]
+    lm.fit(x, y, epochs=1, verbose=0)
+    for old, new in zip(before, decoder.weights):
+        np.testing.assert_array_equal(old, to_numpy(new))
+    assert any(
+        not np.array_equal(old, to_numpy(new))
+        for old, new in zip(media_before, media.weights)
+    )
+
+
+@pytest.fixture(scope="module")
+def text_lm():
+    from keras_mirasol.models import MirasolCausalLMPreprocessor
+    from keras_mirasol.models import MirasolTokenizer
+    from keras_mirasol.models.causal_lm import DEFAULT_VOCABULARY
+
+    tokenizer = MirasolTokenizer(proto=DEFAULT_VOCABULARY)
+    config = small_config(vocabulary_size=tokenizer.vocabulary_size())
+    backbone = MirasolBackbone(**config)
+    preprocessor = MirasolCausalLMPreprocessor.from_backbone(
+        backbone, tokenizer
+    )
+    lm = MirasolCausalLM(backbone, preprocessor)
+    lm.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return lm, config
+
+
+def raw_clips(config, batch=2):
+    x = random_inputs(config, batch_size=batch)
+    return {
+        "video": x["video"],
+        "audio": x["audio"],
+        "prompts": ["what colour is the square?", "what sound?"][:batch],
+        "responses": ["red", "a beep"][:batch],
+    }
+
+
+def test_generate_returns_answer_strings(text_lm):
+    lm, config = text_lm
+    data = raw_clips(config)
+    del data["responses"]
+    answers = lm.generate(data, max_length=12)
+    assert isinstance(answers, list) and len(answers) == 2
+    assert all(isinstance(a, str) for a in answers)
+    one = lm.generate(
+        {"video": data["video"][0], "audio": data["audio"][0], "prompts": "hi"},
+        max_length=12,
+    )
+    assert isinstance(one, str)
+
+
+def test_fit_on_raw_clips_and_text(text_lm):
+    lm, config = text_lm
+    history = lm.fit(raw_clips(config), epochs=2, batch_size=2, verbose=0)
+    assert {"text_loss", "latent_loss", "loss"} <= set(history.history)
+
+
+def test_save_to_preset_round_trip(tmp_path, text_lm):
+    lm, config = text_lm
+    lm.save_to_preset(str(tmp_path / "lm"))
+    restored = MirasolCausalLM.from_preset(str(tmp_path / "lm"))
+    assert restored.preprocessor.get_config() == lm.preprocessor.get_config()
+    assert restored.text_loss_weight == lm.text_loss_weight
+    # predict() runs the attached preprocessor on raw clips and text.
+    np.testing.assert_allclose(
+        restored.predict_on_batch(raw_clips(config)),
+        lm.predict_on_batch(raw_clips(config)),
+        atol=1e-5,
+    )
+    data = raw_clips(config)
+    del data["responses"]
+    assert restored.generate(data, max_length=12) == lm.generate(
+        data, max_length=12
+    )
+
+
+def test_builtin_preset_builds_a_random_model_with_a_tokenizer():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lm = MirasolCausalLM.from_preset("mirasol_tiny", text_loss_weight=0.5)
+    tokenizer = lm.preprocessor.tokenizer
+    assert lm.backbone.vocabulary_size == tokenizer.vocabulary_size()
+    assert lm.preprocessor.num_frames == lm.backbone.num_frames
+    assert lm.text_loss_weight == 0.5
+
+
+def test_tokenizer_larger_than_the_vocabulary_is_an_error():
+    from keras_mirasol.models import MirasolCausalLMPreprocessor
+    from keras_mirasol.models import MirasolTokenizer
+    from keras_mirasol.models.causal_lm import DEFAULT_VOCABULARY
+
+    backbone = MirasolBackbone(**small_config(vocabulary_size=64))
+    tokenizer = MirasolTokenizer(proto=DEFAULT_VOCABULARY)
+    preprocessor = MirasolCausalLMPreprocessor.from_backbone(
+        backbone, tokenizer
+    )
+    with pytest.raises(ValueError, match="vocabulary_size"):
+        MirasolCausalLM(backbone, preprocessor)
