@@ -9,6 +9,8 @@ import keras
 import keras_hub
 import sentencepiece
 
+from keras_mirasol.models.backbone import MirasolBackbone
+
 PAD_PIECE = "<pad>"
 UNK_PIECE = "<unk>"
 START_PIECE = "<s>"
@@ -35,6 +37,8 @@ class MirasolTokenizer(keras_hub.tokenizers.SentencePieceTokenizer):
     tokenizer("what colour is the square?")
     ```
     """
+
+    backbone_cls = MirasolBackbone
 
     def __init__(self, proto=None, **kwargs):
         self._add_special_token(START_PIECE, "start_token")

@@ -209,9 +209,15 @@ def test_generate_returns_answer_strings(text_lm):
 
 
 def test_fit_on_raw_clips_and_text(text_lm):
+    import tensorflow as tf
+
     lm, config = text_lm
     history = lm.fit(raw_clips(config), epochs=2, batch_size=2, verbose=0)
     assert {"text_loss", "latent_loss", "loss"} <= set(history.history)
+    # A tf.data pipeline of raw dict batches works the same way.
+    ds = tf.data.Dataset.from_tensor_slices(raw_clips(config)).batch(2)
+    history = lm.fit(ds, epochs=1, verbose=0)
+    assert history.history["text_loss"][0] > 0
 
 
 def test_save_to_preset_round_trip(tmp_path, text_lm):
@@ -230,6 +236,21 @@ def test_save_to_preset_round_trip(tmp_path, text_lm):
     del data["responses"]
     assert restored.generate(data, max_length=12) == lm.generate(
         data, max_length=12
+    )
+    # The preprocessor and the tokenizer load on their own too.
+    from keras_mirasol.models import MirasolCausalLMPreprocessor
+    from keras_mirasol.models import MirasolTokenizer
+
+    preprocessor = MirasolCausalLMPreprocessor.from_preset(str(tmp_path / "lm"))
+    expected = lm.preprocessor(raw_clips(config))
+    actual = preprocessor(raw_clips(config))
+    np.testing.assert_array_equal(
+        actual[0]["token_ids"], expected[0]["token_ids"]
+    )
+    np.testing.assert_array_equal(actual[2], expected[2])
+    tokenizer = MirasolTokenizer.from_preset(str(tmp_path / "lm"))
+    assert (
+        tokenizer.get_vocabulary() == lm.preprocessor.tokenizer.get_vocabulary()
     )
 
 
