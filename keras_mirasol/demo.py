@@ -74,6 +74,7 @@ def run_demo(preset="mirasol_tiny", steps=100, batch_size=8, length=16, seed=0):
         batch_size=batch_size,
         epochs=steps,
         verbose=0,
+        shuffle=False,  # one fixed batch
         callbacks=[LossPrinter(max(1, steps // 10))],
     )
     losses = history.history["loss"]
