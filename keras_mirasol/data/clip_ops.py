@@ -48,9 +48,10 @@ def fit_clip(video, audio, num_frames, num_samples, offset=0.5):
     )
     # Frame i shows the centre of the i-th of num_frames equal steps.
     step = num_samples / num_frames
-    times = tf.cast(start, tf.float32) + (
-        tf.range(num_frames, dtype=tf.float32) + 0.5
-    ) * step
+    times = (
+        tf.cast(start, tf.float32)
+        + (tf.range(num_frames, dtype=tf.float32) + 0.5) * step
+    )
     index = tf.cast(
         times / tf.cast(samples, tf.float32) * tf.cast(frames, tf.float32),
         tf.int32,
@@ -109,9 +110,12 @@ def resample_audio(audio, source_rate, target_rate):
     position = tf.range(new_samples, dtype=tf.float32) * (
         source_rate / target_rate
     )
-    left = tf.clip_by_value(tf.cast(tf.floor(position), tf.int32), 0, samples - 1)
+    left = tf.clip_by_value(
+        tf.cast(tf.floor(position), tf.int32), 0, samples - 1
+    )
     right = tf.minimum(left + 1, samples - 1)
     weight = position - tf.cast(left, tf.float32)
-    return tf.gather(audio, left, axis=-1) * (1.0 - weight) + tf.gather(
-        audio, right, axis=-1
-    ) * weight
+    return (
+        tf.gather(audio, left, axis=-1) * (1.0 - weight)
+        + tf.gather(audio, right, axis=-1) * weight
+    )

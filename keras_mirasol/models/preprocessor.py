@@ -177,7 +177,7 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
 
     # --- entry points ----------------------------------------------------
 
-    def check_inputs(self, x, need_responses=False):
+    def check_inputs(self, x):
         if not isinstance(x, dict):
             raise ValueError(
                 "MirasolCausalLMPreprocessor takes a dict with keys "
@@ -185,8 +185,6 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
                 f"got {type(x).__name__}."
             )
         required = ["video", "prompts"] + (["audio"] if self.use_audio else [])
-        if need_responses:
-            required.append("responses")
         missing = [k for k in required if k not in x]
         if missing:
             raise ValueError(
