@@ -283,12 +283,9 @@ class MirasolBackbone(keras_hub.models.Backbone):
         inputs["padding_mask"] = keras.Input(
             shape=(None,), dtype="int32", name="padding_mask"
         )
-        video_tokens = self.video_encoder(inputs["video"])
-        audio_tokens = None
-        if use_audio:
-            audio_tokens = self.audio_encoder(inputs["audio"])
-        combined = self.combiner(video_tokens, audio_tokens)
-        av_latents = self.av_decoder(combined)
+        combined, av_latents = self.encode_media(
+            inputs["video"], inputs.get("audio")
+        )
         latent_loss = self.latent_prediction(av_latents, combined)
         sequence_output = self.text_decoder(
             inputs["token_ids"], av_latents, inputs["padding_mask"]
@@ -347,6 +344,26 @@ class MirasolBackbone(keras_hub.models.Backbone):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.num_audio_samples = num_samples
         self.token_embedding = self.text_decoder.token_embedding
+
+    def encode_media(self, video, audio=None):
+        """The time-aligned side: encoders, Combiner, time-aligned model.
+
+        Builds the Functional graph here, and `MirasolCausalLM.generate()`
+        calls it once per clip.
+
+        Args:
+            video: float `[B, N, H, W, 3]`.
+            audio: float `[B, S]`, or `None` for a video-only model.
+
+        Returns:
+            `(combined_tokens [B, T, m, D], av_latents [B, T * m, D])`.
+        """
+        video_tokens = self.video_encoder(video)
+        audio_tokens = None
+        if self.audio_encoder is not None:
+            audio_tokens = self.audio_encoder(audio)
+        combined = self.combiner(video_tokens, audio_tokens)
+        return combined, self.av_decoder(combined)
 
     @property
     def input_names(self):

@@ -224,13 +224,10 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
         Returns:
             float `[B, T * m, av_hidden_dim]` `av_latents`.
         """
-        backbone = self.backbone
-        video_tokens = backbone.video_encoder(inputs["video"])
-        audio_tokens = None
-        if backbone.use_audio:
-            audio_tokens = backbone.audio_encoder(inputs["audio"])
-        combined = backbone.combiner(video_tokens, audio_tokens)
-        return backbone.av_decoder(combined)
+        _, av_latents = self.backbone.encode_media(
+            inputs["video"], inputs.get("audio")
+        )
+        return av_latents
 
     def call_with_cache(
         self,
