@@ -1,8 +1,17 @@
-"""keras_mirasol: Mirasol3B multimodal autoregressive models for Keras 3."""
+"""keras_mirasol: Mirasol3B multimodal autoregressive models for Keras 3.
 
-from keras_mirasol import layers
-from keras_mirasol import models
+Subpackages load on first use (`keras_mirasol.models`, `.layers`, `.data`),
+so worker processes that only decode media do not import Keras.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "layers", "models"]
+__all__ = ["__version__", "data", "layers", "models"]
+
+
+def __getattr__(name):
+    if name in ("data", "layers", "models"):
+        return importlib.import_module(f"keras_mirasol.{name}")
+    raise AttributeError(f"module 'keras_mirasol' has no attribute {name!r}")

@@ -5,22 +5,156 @@ imports the library inside its function.
 """
 
 import argparse
+import json
 import os
 import sys
 
+import numpy as np
+
+
+def _json_line(result):
+    print(json.dumps(result), flush=True)
+
 
 def cmd_demo(args):
-    """Build a preset, train it on a fixed random batch, show the loss."""
+    """Synthesize, convert, train and evaluate at demo size."""
     from keras_mirasol.demo import run_demo
 
-    result = run_demo(
-        preset=args.preset,
+    run_demo(
+        workdir=args.workdir,
+        clips=args.clips,
         steps=args.steps,
+        epochs=args.epochs,
         batch_size=args.batch_size,
-        length=args.length,
+        preset=args.preset,
         seed=args.seed,
+        workers=args.workers,
     )
-    return 0 if result["last_loss"] < result["first_loss"] else 1
+    return 0
+
+
+def cmd_synth(args):
+    """Write the synthetic audio-visual QA dataset."""
+    from keras_mirasol.data.synthetic import write_dataset
+
+    counts = write_dataset(
+        args.out,
+        clips=args.clips,
+        seed=args.seed,
+        workers=args.workers,
+        image_size=args.image_size,
+        fps=args.fps,
+    )
+    _json_line({"out": args.out, "clips": counts})
+    return 0
+
+
+def cmd_convert(args):
+    """Decode media files into TFRecord shards, with a report."""
+    from keras_mirasol.data.records import REPORT_FILE
+    from keras_mirasol.data.records import convert
+
+    report = convert(
+        args.videos,
+        args.annotations,
+        args.out,
+        fps=args.fps,
+        image_size=tuple(args.image_size * 2)[:2],
+        sample_rate=args.sample_rate,
+        clips_per_shard=args.clips_per_shard,
+        workers=args.workers,
+    )
+    for item in report["skipped"]:
+        print(f"skipped {item['input']}: {item['reason']}", file=sys.stderr)
+    summary = {k: v for k, v in report.items() if k not in ("skipped",)}
+    summary["report"] = os.path.join(args.out, REPORT_FILE)
+    _json_line(summary)
+    return 0
+
+
+def cmd_train(args):
+    """Train a preset on TFRecords; save the run as a preset folder."""
+    from keras_mirasol.training import train
+
+    overrides = json.loads(args.config) if args.config else {}
+    _, history = train(
+        args.train,
+        args.out,
+        preset=args.preset,
+        val_data=args.val,
+        tokenizer=args.tokenizer,
+        steps=args.steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        verbose=1,
+        **overrides,
+    )
+    _json_line(
+        {"out": args.out, **{k: round(v[-1], 4) for k, v in history.items()}}
+    )
+    return 0
+
+
+def _load_task(path):
+    from keras_mirasol.models import MirasolCausalLM
+
+    return MirasolCausalLM.from_preset(path)
+
+
+def cmd_evaluate(args):
+    """Exact-match accuracy per question type, as one JSON line."""
+    from keras_mirasol.evaluation import evaluate
+
+    result = evaluate(
+        _load_task(args.model),
+        args.data,
+        batch_size=args.batch_size,
+        zero_video=args.zero_video,
+        zero_audio=args.zero_audio,
+        max_examples=args.max_examples,
+    )
+    predictions = result.pop("predictions")
+    if args.predictions:
+        with open(args.predictions, "w") as f:
+            for prediction in predictions:
+                f.write(json.dumps(prediction) + "\n")
+    for name, value in result["per_type"].items():
+        print(f"{name or '(no type)'}: {value['accuracy']:.3f} "
+              f"of {value['examples']}")  # fmt: skip
+    _json_line(result)
+    return 0
+
+
+def cmd_generate(args):
+    """Answer questions about one media file."""
+    from keras_mirasol.data.media import read_clip
+
+    lm = _load_task(args.model)
+    backbone = lm.backbone
+    clip = read_clip(
+        args.video,
+        fps=backbone.frame_rate,
+        sample_rate=backbone.audio_sample_rate,
+    )
+    questions = args.question
+    inputs = {
+        "video": [clip["video"]] * len(questions),
+        "prompts": questions,
+    }
+    if backbone.use_audio:
+        inputs["audio"] = [clip["audio"]] * len(questions)
+    answers = lm.generate(
+        {k: np.stack(v) if k != "prompts" else v for k, v in inputs.items()},
+        max_length=args.max_length or lm.preprocessor.sequence_length,
+    )
+    if not clip["has_audio"] and backbone.use_audio:
+        print(f"note: {args.video} has no audio track (silence used)",
+              file=sys.stderr)  # fmt: skip
+    for question, answer in zip(questions, answers):
+        print(f"{question} -> {answer.strip()}")
+    return 0
 
 
 def cmd_params(args):
@@ -69,15 +203,98 @@ def build_parser():
 
     demo = sub.add_parser(
         "demo",
-        help="Build a preset and train it a few steps on a fixed random "
-        "batch, printing the falling loss.",
+        help="The main job at demo size: synthesize mp4 clips and "
+        "questions, convert, train, evaluate (with ablations).",
     )
+    demo.add_argument(
+        "--workdir", default=".", help="Writes data/demo and runs/demo here."
+    )
+    demo.add_argument("--clips", type=int, default=3000)
+    demo.add_argument("--steps", type=int, default=1500)
+    demo.add_argument("--epochs", type=int, default=10)
+    demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--preset", default="mirasol_tiny")
-    demo.add_argument("--steps", type=int, default=100)
-    demo.add_argument("--batch-size", type=int, default=8)
-    demo.add_argument("--length", type=int, default=16)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--workers", type=int, default=None)
     demo.set_defaults(func=cmd_demo)
+
+    synth = sub.add_parser(
+        "synth",
+        help="Write the synthetic audio-visual QA dataset: mp4 clips and "
+        "train/val/test JSONL questions.",
+    )
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--clips", type=int, default=3000)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--image-size", type=int, default=64)
+    synth.add_argument("--fps", type=int, default=8)
+    synth.add_argument("--workers", type=int, default=None)
+    synth.set_defaults(func=cmd_synth)
+
+    convert = sub.add_parser(
+        "convert",
+        help="Decode videos and annotations into TFRecord shards "
+        "(resumable; skipped inputs listed in report.json).",
+    )
+    convert.add_argument("--videos", required=True)
+    convert.add_argument("--annotations", required=True, nargs="+")
+    convert.add_argument("--out", required=True)
+    convert.add_argument("--fps", type=float, default=8)
+    convert.add_argument("--image-size", type=int, nargs="+", default=[32])
+    convert.add_argument("--sample-rate", type=int, default=16000)
+    convert.add_argument("--clips-per-shard", type=int, default=256)
+    convert.add_argument("--workers", type=int, default=None)
+    convert.set_defaults(func=cmd_convert)
+
+    train = sub.add_parser(
+        "train", help="Train a preset on TFRecords written by convert."
+    )
+    train.add_argument("--train", required=True)
+    train.add_argument("--val", default=None)
+    train.add_argument("--out", required=True)
+    train.add_argument("--preset", default="mirasol_tiny")
+    train.add_argument(
+        "--tokenizer",
+        default=None,
+        help="SentencePiece model (default: train one).",
+    )
+    train.add_argument("--steps", type=int, default=1500)
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--learning-rate", type=float, default=2e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--config",
+        default=None,
+        help='Backbone overrides as JSON, e.g. \'{"combiner_type": "ttm"}\'.',
+    )
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="Exact-match accuracy per question type (ends with a JSON line).",
+    )
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--zero-video", action="store_true")
+    evaluate.add_argument("--zero-audio", action="store_true")
+    evaluate.add_argument("--max-examples", type=int, default=None)
+    evaluate.add_argument(
+        "--predictions",
+        default=None,
+        help="Write every prediction to this JSONL file.",
+    )
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    generate = sub.add_parser(
+        "generate", help="Answer questions about a media file."
+    )
+    generate.add_argument("--model", required=True)
+    generate.add_argument("--video", required=True)
+    generate.add_argument("--question", required=True, action="append")
+    generate.add_argument("--max-length", type=int, default=None)
+    generate.set_defaults(func=cmd_generate)
 
     params = sub.add_parser(
         "params",

@@ -1,90 +1,138 @@
-"""The built-in demo: train a preset on a fixed random batch.
+"""The main job at demo size: media files to answers, with nothing to download.
 
-A stand-in for the media-to-answers demo: it shows a `MirasolCausalLM`
-building, compiling and learning (the losses fall) with nothing to
-download.
+`run_demo()` (`keras-mirasol demo`) runs every step a user runs on their own
+data, in order:
+
+1. `synth`: write the synthetic audio-visual QA dataset (real mp4 files,
+   `keras_mirasol.data.synthetic`) and its train/val/test annotations;
+2. `convert`: decode each split into TFRecord shards;
+3. `train`: fit the preset on the training records;
+4. `evaluate`: exact-match accuracy on the test split per question type,
+   then again with the video zeroed and with the audio zeroed.
+
+It prints a results table and ends with one JSON line. Running it again
+reuses the clips and records already written; training starts over, unless
+the previous run was stopped midway (`BackupAndRestore` resumes it).
 """
 
 import json
+import os
 import time
 
-import keras
-import numpy as np
+from keras_mirasol.data.records import convert
+from keras_mirasol.data.synthetic import write_dataset
 
-from keras_mirasol.models import MirasolBackbone
-from keras_mirasol.models import MirasolCausalLM
-
-
-def random_batch(backbone, batch_size, length, seed=0):
-    """A fixed random batch of backbone inputs and next-token targets."""
-    rng = np.random.default_rng(seed)
-    height, width = backbone.image_size
-    x = {
-        "video": rng.uniform(
-            size=(batch_size, backbone.num_frames, height, width, 3)
-        ).astype("float32"),
-        "token_ids": rng.integers(
-            1, backbone.vocabulary_size, size=(batch_size, length)
-        ).astype("int32"),
-        "padding_mask": np.ones((batch_size, length), "int32"),
-    }
-    if backbone.use_audio:
-        x["audio"] = rng.normal(
-            scale=0.1, size=(batch_size, backbone.num_audio_samples)
-        ).astype("float32")
-    y = np.roll(x["token_ids"], -1, axis=1)
-    return x, y
+SPLITS = ("train", "val", "test")
 
 
-class LossPrinter(keras.callbacks.Callback):
-    """Print the logged losses every `every` epochs and at the end."""
+def prepare_data(data_dir, clips, seed, image_size, workers=None):
+    """Synthesize clips and convert every split; returns record folders."""
+    avqa = os.path.join(data_dir, "avqa")
+    counts = write_dataset(avqa, clips=clips, seed=seed, workers=workers)
+    print(f"synth: {counts} clips in {avqa}", flush=True)
+    records = {}
+    for split in SPLITS:
+        records[split] = os.path.join(data_dir, "records", split)
+        report = convert(
+            os.path.join(avqa, "videos"),
+            os.path.join(avqa, f"{split}.jsonl"),
+            records[split],
+            image_size=image_size,
+            workers=workers,
+            verbose=False,
+        )
+        print(
+            f"convert {split}: {report['clips']} clips, "
+            f"{report['annotations']} questions, "
+            f"{report['skipped_annotations']} skipped",
+            flush=True,
+        )
+    return records
 
-    def __init__(self, every):
-        super().__init__()
-        self.every = every
 
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch % self.every == 0 or epoch == self.params["epochs"] - 1:
-            parts = [
-                f"{k} {v:.4f}" for k, v in sorted(logs.items()) if "loss" in k
-            ]
-            print(f"step {epoch + 1:4d}: " + ", ".join(parts), flush=True)
+def results_table(results):
+    """Accuracy per question type for the full model and the ablations."""
+    names = sorted(results["full"]["per_type"])
+    header = ["evaluation", "overall"] + names
+    rows = []
+    for key, result in results.items():
+        row = [key, f"{result['accuracy']:.3f}"]
+        row += [f"{result['per_type'][n]['accuracy']:.3f}" for n in names]
+        rows.append(row)
+    widths = [
+        max(len(r[i]) for r in [header] + rows) for i in range(len(header))
+    ]
+    lines = []
+    for row in [header] + rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    return "\n".join(lines)
 
 
-def run_demo(preset="mirasol_tiny", steps=100, batch_size=8, length=16, seed=0):
-    """Build `preset`, fit it `steps` steps on one random batch.
+def run_demo(
+    workdir=".",
+    clips=3000,
+    steps=1500,
+    epochs=10,
+    batch_size=64,
+    preset="mirasol_tiny",
+    seed=0,
+    workers=None,
+):
+    """Synthesize, convert, train, evaluate; returns the summary dict."""
+    import keras
 
-    Returns:
-        dict with the first and last loss, how much it fell, and seconds.
-    """
+    from keras_mirasol.evaluation import evaluate
+    from keras_mirasol.training import train
+
     start = time.time()
-    keras.utils.set_random_seed(seed)
-    backbone = MirasolBackbone.from_preset(preset)
-    print(
-        f"{preset}: {backbone.count_params():,} parameters, "
-        f"backend {keras.backend.backend()}",
-        flush=True,
-    )
-    lm = MirasolCausalLM(backbone)
-    lm.compile(optimizer=keras.optimizers.Adam(1e-3))
-    x, y = random_batch(backbone, batch_size, length, seed)
-    history = lm.fit(
-        x,
-        y,
+    data_dir = os.path.join(workdir, "data", "demo")
+    run_dir = os.path.join(workdir, "runs", "demo")
+    print(f"backend {keras.backend.backend()}", flush=True)
+    records = prepare_data(data_dir, clips, seed, (32, 32), workers)
+    data_seconds = time.time() - start
+    lm, history = train(
+        records["train"],
+        run_dir,
+        preset=preset,
+        val_data=records["val"],
+        steps=steps,
+        epochs=epochs,
         batch_size=batch_size,
-        epochs=steps,
-        verbose=0,
-        shuffle=False,  # one fixed batch
-        callbacks=[LossPrinter(max(1, steps // 10))],
+        seed=seed,
+        verbose=2,
     )
-    losses = history.history["loss"]
-    result = {
+    train_seconds = time.time() - start - data_seconds
+    results = {
+        "full": evaluate(lm, records["test"], batch_size),
+        "zero_video": evaluate(
+            lm, records["test"], batch_size, zero_video=True
+        ),
+        "zero_audio": evaluate(
+            lm, records["test"], batch_size, zero_audio=True
+        ),
+    }
+    print(results_table(results), flush=True)
+    full = results["full"]
+    summary = {
         "preset": preset,
+        "parameters": lm.backbone.count_params(),
         "steps": steps,
-        "first_loss": round(float(losses[0]), 4),
-        "last_loss": round(float(losses[-1]), 4),
-        "fell_by": round(1 - float(losses[-1]) / float(losses[0]), 4),
+        "batch_size": batch_size,
+        "examples": full["examples"],
+        "accuracy": full["accuracy"],
+        "per_type": {k: v["accuracy"] for k, v in full["per_type"].items()},
+        "zero_video": {
+            k: v["accuracy"]
+            for k, v in results["zero_video"]["per_type"].items()
+        },
+        "zero_audio": {
+            k: v["accuracy"]
+            for k, v in results["zero_audio"]["per_type"].items()
+        },
+        "final_loss": round(history["loss"][-1], 4),
+        "data_seconds": round(data_seconds, 1),
+        "train_seconds": round(train_seconds, 1),
         "seconds": round(time.time() - start, 1),
     }
-    print(json.dumps(result), flush=True)
-    return result
+    print(json.dumps(summary), flush=True)
+    return summary

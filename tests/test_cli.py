@@ -1,34 +1,29 @@
 import json
 
 import keras
+import numpy as np
+import pytest
 
 from keras_mirasol import cli
-from keras_mirasol.demo import random_batch
+from keras_mirasol.evaluation import normalize_answer
 from keras_mirasol.models import MirasolBackbone
 from keras_mirasol.models import MirasolCausalLM
+from tests.conftest import random_inputs
 from tests.conftest import small_config
 
 
 def test_tiny_model_overfits_one_batch():
-    backbone = MirasolBackbone(**small_config())
-    model = MirasolCausalLM(backbone)
+    config = small_config()
+    model = MirasolCausalLM(MirasolBackbone(**config))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    x, y = random_batch(backbone, batch_size=4, length=8)
+    x = random_inputs(config, batch_size=4, length=8)
+    y = np.roll(x["token_ids"], -1, axis=1)
     history = model.fit(x, y, batch_size=4, epochs=300, verbose=0)
     text = history.history["text_loss"]
     assert text[-1] < 0.1 * text[0], (text[0], text[-1])
     total = history.history["loss"]
     assert total[-1] < 0.1 * total[0]
     assert "latent_loss" in history.history
-
-
-def test_demo_command_prints_a_falling_loss(capsys):
-    code = cli.main(["demo", "--steps", "3", "--batch-size", "2"])
-    lines = capsys.readouterr().out.strip().splitlines()
-    result = json.loads(lines[-1])
-    assert code == 0
-    assert result["steps"] == 3
-    assert result["last_loss"] < result["first_loss"]
 
 
 def test_tokenizer_command_reads_annotations(tmp_path, capsys):
@@ -52,3 +47,59 @@ def test_tokenizer_command_reads_annotations(tmp_path, capsys):
     assert tokenizer.detokenize(ids) == "what colour? green"
     # Trained on the annotations: their words are whole pieces.
     assert len(ids) <= 5
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """A few-step demo: synth, convert, train, evaluate (with ablations)."""
+    workdir = tmp_path_factory.mktemp("demo")
+    argv = ["demo", "--workdir", str(workdir), "--clips", "10"]
+    argv += ["--steps", "2", "--epochs", "1", "--batch-size", "4"]
+    argv += ["--workers", "1"]
+    return workdir, argv
+
+
+def test_demo_runs_the_main_job_and_ends_with_json(demo_run, capsys):
+    workdir, argv = demo_run
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(out[-1])
+    # 10 clips: 8 train, 1 val, 1 test; 4 questions per clip.
+    assert summary["examples"] == 4
+    assert set(summary["per_type"]) == {"aligned", "audio", "order", "video"}
+    assert set(summary["zero_video"]) == set(summary["per_type"])
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    assert any(line.startswith("evaluation") for line in out)
+    records = workdir / "data" / "demo" / "records"
+    for split in ("train", "val", "test"):
+        report = json.loads((records / split / "report.json").read_text())
+        assert report["skipped"] == []
+    assert (workdir / "runs" / "demo" / "config.json").exists()
+    assert not (workdir / "runs" / "demo" / "backup").exists()
+
+
+def test_evaluate_and_generate_commands_load_the_run(demo_run, capsys):
+    workdir, _ = demo_run
+    run = str(workdir / "runs" / "demo")
+    test_records = str(workdir / "data" / "demo" / "records" / "test")
+    predictions = workdir / "predictions.jsonl"
+    argv = ["evaluate", "--model", run, "--data", test_records]
+    argv += ["--batch-size", "4", "--predictions", str(predictions)]
+    assert cli.main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert result["examples"] == len(rows) == 4
+    correct = [
+        normalize_answer(r["prediction"]) == normalize_answer(r["answer"])
+        for r in rows
+    ]
+    assert result["accuracy"] == pytest.approx(np.mean(correct))
+
+    video = workdir / "data" / "demo" / "avqa" / "videos" / "clip_00009.mp4"
+    argv = ["generate", "--model", run, "--video", str(video)]
+    argv += ["--question", "what colour is the circle?"]
+    argv += ["--question", "when does the hiss play?"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("what colour is the circle? ->")
+    assert lines[1].startswith("when does the hiss play? ->")

@@ -1,17 +1,31 @@
-"""Media preparation and tf.data ops for Mirasol clips."""
+"""Media files, records and tf.data ops for Mirasol clips.
 
-from keras_mirasol.data.clip_ops import fit_clip
-from keras_mirasol.data.clip_ops import resample_audio
-from keras_mirasol.data.clip_ops import resize_frames
-from keras_mirasol.data.media import MediaError
-from keras_mirasol.data.media import read_clip
-from keras_mirasol.data.media import write_clip
+Names load on first use: `keras_mirasol.data.media` and `.synthetic` need
+only PyAV and numpy (worker processes import them without TensorFlow).
+"""
 
-__all__ = [
-    "MediaError",
-    "fit_clip",
-    "read_clip",
-    "resample_audio",
-    "resize_frames",
-    "write_clip",
-]
+import importlib
+
+_EXPORTS = {
+    "MediaError": "media",
+    "read_clip": "media",
+    "write_clip": "media",
+    "fit_clip": "clip_ops",
+    "resample_audio": "clip_ops",
+    "resize_frames": "clip_ops",
+    "convert": "records",
+    "load_annotations": "records",
+    "snippet_dataset": "snippets",
+    "write_dataset": "synthetic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"keras_mirasol.data.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(
+        f"module 'keras_mirasol.data' has no attribute {name!r}"
+    )

@@ -1,0 +1,98 @@
+"""Read question/answer and caption annotations.
+
+Formats:
+- JSONL: one object per line, e.g.
+  `{"video": "clip_001.mp4", "question": "...", "answer": "..."}`;
+- CSV with a header, columns `video`, `question`, `answer` (or `caption`);
+- JSON: a list of such objects, or `{"annotations": [...]}`; this covers
+  the MSRVTT-QA layout (`{"video_id": 7010, "question", "answer"}`, video
+  file `video7010.mp4`).
+
+A caption annotation (`caption` instead of `question`/`answer`) becomes an
+empty question answered by the caption. Optional fields: `type` (question
+type, reported per type by evaluation) and `clip_id`.
+"""
+
+import csv
+import json
+
+VIDEO_FIELDS = ("video", "video_path", "video_id", "clip", "file")
+
+
+def iter_records(path):
+    """Yield `(location, record, error)` for every annotation in `path`.
+
+    `location` is `"file:line"` (JSONL, CSV) or `"file[index]"` (JSON);
+    `record` is a dict, or None with `error` saying why the entry cannot be
+    read (a JSONL line that is not JSON). Reading goes on after a bad line.
+    """
+    path = str(path)
+    # utf-8-sig: spreadsheets often start CSV files with a byte-order mark.
+    with open(path, encoding="utf-8-sig") as file:
+        if path.endswith(".jsonl"):
+            for number, line in enumerate(file, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    yield f"{path}:{number}", None, f"not JSON ({error})"
+                    continue
+                if not isinstance(record, dict):
+                    yield f"{path}:{number}", None, "not a JSON object"
+                    continue
+                yield f"{path}:{number}", record, None
+        elif path.endswith(".json"):
+            try:
+                records = json.load(file)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} is not valid JSON: {error}") from None
+            if isinstance(records, dict):
+                records = records.get("annotations", [records])
+            for index, record in enumerate(records):
+                if not isinstance(record, dict):
+                    yield f"{path}[{index}]", None, "not a JSON object"
+                    continue
+                yield f"{path}[{index}]", record, None
+        elif path.endswith(".csv"):
+            # Line 1 is the header.
+            for number, record in enumerate(csv.DictReader(file), 2):
+                yield f"{path}:{number}", record, None
+        else:
+            raise ValueError(
+                f"Unknown annotation format {path!r}: use .jsonl, .json or "
+                ".csv (see keras_mirasol/data/annotations.py)."
+            )
+
+
+def normalize(record):
+    """One annotation as `{video, question, answer, type, clip_id}`.
+
+    Raises:
+        ValueError: naming the missing field.
+    """
+    video = next(
+        (record[k] for k in VIDEO_FIELDS if record.get(k) not in (None, "")),
+        None,
+    )
+    if video is None:
+        raise ValueError(
+            f"no video field (one of {list(VIDEO_FIELDS)}) in {record}"
+        )
+    if isinstance(video, int):
+        video = f"video{video}"  # MSRVTT-QA numbers its videos
+    if "caption" in record and "answer" not in record:
+        question, answer = "", record["caption"]
+    else:
+        question, answer = record.get("question"), record.get("answer")
+    if not isinstance(question, str) or not isinstance(answer, str):
+        raise ValueError(
+            f"needs text 'question' and 'answer' (or 'caption'), got {record}"
+        )
+    return {
+        "video": str(video),
+        "question": question,
+        "answer": answer,
+        "type": str(record.get("type") or ""),
+        "clip_id": str(record.get("clip_id") or ""),
+    }

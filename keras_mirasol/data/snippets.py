@@ -1,0 +1,270 @@
+"""The tf.data snippet pipeline: TFRecords of clips to model-ready batches.
+
+Each op is a small named function from a dict of tensors to a dict of
+tensors (one clip or one question at a time), usable on its own:
+
+    parse_clip        serialized SequenceExample -> encoded frames, PCM
+                      audio, questions/answers/types, fps, sample_rate
+    decode_frames     PNG/JPEG frames -> uint8 `video [F, H, W, 3]`
+    decode_audio      int16 PCM -> float32 `audio [S]` in [-1, 1]
+    to_sample_rate    resample `audio` to the model's rate
+    sample_window     the model's time window (random offset for training,
+                      centred for evaluation), the same span from video
+                      and audio, `num_frames` frames
+    resize            frames to the model's size, float32 in [0, 1]
+    split_questions   one clip -> a dataset of one element per question
+
+`snippet_dataset` chains them: parallel (`AUTOTUNE`), prefetched, and
+deterministic for a seed (seeded shuffles, per-element stateless window
+offsets). Its batches are the raw dicts that `MirasolCausalLM.fit`,
+`evaluate` and `generate` take (`video`, `audio`, `prompts`,
+`responses`); the task's `MirasolCausalLMPreprocessor` tokenizes and packs
+the text and splits the window into snippets inside the model. Map the
+preprocessor yourself (`ds.map(preprocessor)`) to get `(x, y,
+sample_weight)` tensors.
+
+Record schema: see `keras_mirasol.data.records`.
+"""
+
+import glob
+import os
+
+import tensorflow as tf
+
+from keras_mirasol.data.clip_ops import fit_clip
+from keras_mirasol.data.clip_ops import resample_audio
+from keras_mirasol.data.clip_ops import resize_frames
+
+CONTEXT_FEATURES = {
+    "clip_id": tf.io.FixedLenFeature([], tf.string),
+    "video": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "fps": tf.io.FixedLenFeature([], tf.float32),
+    "sample_rate": tf.io.FixedLenFeature([], tf.int64),
+    "num_samples": tf.io.FixedLenFeature([], tf.int64),
+    "has_audio": tf.io.FixedLenFeature([], tf.int64),
+    "audio": tf.io.FixedLenFeature([], tf.string),
+    "questions": tf.io.VarLenFeature(tf.string),
+    "answers": tf.io.VarLenFeature(tf.string),
+    "types": tf.io.VarLenFeature(tf.string),
+}
+SEQUENCE_FEATURES = {"frames": tf.io.FixedLenSequenceFeature([], tf.string)}
+
+
+def record_files(path):
+    """TFRecord files of `path`: a folder written by `convert`, a glob, a
+    file, or a list of these; sorted. Raises `ValueError` if none."""
+    paths = [path] if isinstance(path, str) else list(path)
+    files = []
+    for item in paths:
+        if os.path.isdir(item):
+            files += glob.glob(os.path.join(item, "*.tfrecord"))
+        else:
+            files += glob.glob(item)
+    if not files:
+        raise ValueError(
+            f"No TFRecord files at {path}: give a folder written by "
+            "`keras-mirasol convert`, a glob or a list of .tfrecord files."
+        )
+    return sorted(files)
+
+
+def parse_clip(serialized):
+    """A serialized clip to a dict of (still encoded) tensors.
+
+    Returns:
+        dict with `frames` string `[F]`, `audio_pcm` string, `questions`,
+        `answers`, `types` string `[Q]`, `clip_id` string, `fps` float32,
+        `sample_rate` int32, `has_audio` bool.
+    """
+    context, sequence = tf.io.parse_single_sequence_example(
+        serialized, CONTEXT_FEATURES, SEQUENCE_FEATURES
+    )
+    return {
+        "frames": sequence["frames"],
+        "audio_pcm": context["audio"],
+        "questions": tf.sparse.to_dense(context["questions"]),
+        "answers": tf.sparse.to_dense(context["answers"]),
+        "types": tf.sparse.to_dense(context["types"]),
+        "clip_id": context["clip_id"],
+        "fps": context["fps"],
+        "sample_rate": tf.cast(context["sample_rate"], tf.int32),
+        "has_audio": context["has_audio"] > 0,
+    }
+
+
+def decode_frames(x):
+    """`frames` (encoded images `[F]`) -> `video` uint8 `[F, H, W, 3]`."""
+    x = dict(x)
+    frames = x.pop("frames")
+    x["video"] = tf.map_fn(
+        lambda image: tf.io.decode_image(
+            image, channels=3, expand_animations=False
+        ),
+        frames,
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )
+    return x
+
+
+def decode_audio(x):
+    """`audio_pcm` (int16 bytes) -> `audio` float32 `[S]` in [-1, 1]."""
+    x = dict(x)
+    pcm = tf.io.decode_raw(x.pop("audio_pcm"), tf.int16, little_endian=True)
+    x["audio"] = tf.maximum(tf.cast(pcm, tf.float32) / 32767.0, -1.0)
+    return x
+
+
+def to_sample_rate(x, sample_rate):
+    """Resample `audio` from `x["sample_rate"]` to `sample_rate`."""
+    x = dict(x)
+    x["audio"] = tf.cond(
+        tf.equal(x["sample_rate"], sample_rate),
+        lambda: x["audio"],
+        lambda: resample_audio(x["audio"], x["sample_rate"], sample_rate),
+    )
+    x["sample_rate"] = tf.constant(sample_rate, tf.int32)
+    return x
+
+
+def sample_window(x, num_frames, num_samples, offset=0.5):
+    """Cut the model's window from `video` and `audio` (same time span).
+
+    Args:
+        x: dict with `video` `[F, H, W, 3]` and `audio` `[S]` at the model's
+            rate, covering the same time.
+        num_frames: int. Frames to keep.
+        num_samples: int. Audio samples to keep (the model's span).
+        offset: float or scalar tensor in [0, 1]: the window's place in a
+            longer clip (0.5 = centred; draw it for training).
+
+    Returns:
+        `x` with `video [num_frames, H, W, 3]` and `audio [num_samples]`.
+    """
+    x = dict(x)
+    x["video"], x["audio"] = fit_clip(
+        x["video"], x["audio"], num_frames, num_samples, offset
+    )
+    return x
+
+
+def resize(x, frame_size):
+    """`video` to float32 `[F, height, width, 3]` in [0, 1]."""
+    x = dict(x)
+    x["video"] = resize_frames(x["video"], frame_size)
+    return x
+
+
+def split_questions(x):
+    """One clip with `questions [Q]` -> a dataset of `Q` elements.
+
+    Each element has the clip's tensors and `prompts`, `responses`,
+    `types` scalars for one question.
+    """
+    media = {
+        k: v for k, v in x.items() if k not in ("questions", "answers", "types")
+    }
+    texts = {
+        "prompts": x["questions"],
+        "responses": x["answers"],
+        "types": x["types"],
+    }
+    return tf.data.Dataset.from_tensor_slices(texts).map(
+        lambda text: dict(media, **text)
+    )
+
+
+MODEL_KEYS = ("video", "audio", "prompts", "responses")
+
+
+def snippet_dataset(
+    path,
+    preprocessor,
+    batch_size=32,
+    training=False,
+    seed=0,
+    repeat=None,
+    shuffle_clips=1024,
+    shuffle_questions=256,
+    keep_metadata=False,
+    drop_remainder=None,
+):
+    """Batches of clips and questions from TFRecords, ready for `fit`.
+
+    Args:
+        path: folder written by `convert`, glob, file, or list of these.
+        preprocessor: `MirasolCausalLMPreprocessor` (or anything with
+            `num_frames`, `frame_size`, `num_audio_samples`,
+            `audio_sample_rate`): the model's clip shape.
+        batch_size: int.
+        training: bool. Shuffle clips and questions (seeded), draw a
+            random window per element, repeat forever; otherwise keep the
+            file order, take the centred window, one pass.
+        seed: int. Seeds every random choice: the same seed gives the same
+            batches.
+        repeat: bool or None. Repeat forever (default: `training`).
+        shuffle_clips: int. Shuffle buffer of serialized clips.
+        shuffle_questions: int. Shuffle buffer of decoded questions.
+        keep_metadata: bool. Keep `types`, `clip_id`, `has_audio` in the
+            batches (for evaluation; `fit` needs only the model keys).
+        drop_remainder: bool or None. Default: `training`.
+
+    Returns:
+        `tf.data.Dataset` of dicts: `video` float32 `[B, N, H, W, 3]`,
+        `audio` float32 `[B, S]`, `prompts` and `responses` string `[B]`
+        (and metadata if asked).
+    """
+    files = record_files(path)
+    repeat = training if repeat is None else repeat
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    autotune = tf.data.AUTOTUNE
+    num_frames = preprocessor.num_frames
+    num_samples = preprocessor.num_audio_samples
+    sample_rate = preprocessor.audio_sample_rate
+    frame_size = tuple(preprocessor.frame_size)
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        # Evaluation reads the files one after the other, in order.
+        cycle_length=min(len(files), 4) if training else 1,
+        num_parallel_calls=autotune,
+        deterministic=True,
+    )
+    if training:
+        ds = ds.shuffle(shuffle_clips, seed=seed + 1)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(parse_clip, num_parallel_calls=autotune)
+    ds = ds.map(decode_audio, num_parallel_calls=autotune)
+    ds = ds.map(
+        lambda x: to_sample_rate(x, sample_rate), num_parallel_calls=autotune
+    )
+    ds = ds.map(decode_frames, num_parallel_calls=autotune)
+    ds = ds.flat_map(split_questions)
+    if training:
+        ds = ds.shuffle(shuffle_questions, seed=seed + 2)
+        # One stateless offset per element: the same for a given seed, no
+        # matter how the parallel maps are scheduled.
+        offsets = tf.data.Dataset.random(seed=seed + 3).map(
+            lambda n: tf.cast(n % 1_000_003, tf.float32) / 1_000_002.0
+        )
+        ds = tf.data.Dataset.zip(ds, offsets).map(
+            lambda x, offset: dict(x, offset=offset)
+        )
+    else:
+        ds = ds.map(lambda x: dict(x, offset=tf.constant(0.5)))
+    ds = ds.map(
+        lambda x: sample_window(x, num_frames, num_samples, x["offset"]),
+        num_parallel_calls=autotune,
+    )
+    ds = ds.map(lambda x: resize(x, frame_size), num_parallel_calls=autotune)
+    keys = MODEL_KEYS + (
+        ("types", "clip_id", "has_audio") if keep_metadata else ()
+    )
+    if not getattr(preprocessor, "use_audio", True):
+        keys = tuple(k for k in keys if k != "audio")
+    ds = ds.map(lambda x: {k: x[k] for k in keys})
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(autotune)

@@ -1,0 +1,258 @@
+"""A synthetic audio-visual question answering dataset of real mp4 files.
+
+Every clip lasts `num_snippets * snippet_seconds` seconds (default 4 x 0.5 s,
+the span of `mirasol_tiny`) and is cut into equal segments. In segment `t`
+one large shape (a circle or a square, at random) of colour `colours[t]`
+moves across a black screen while the sound `sounds[t]` plays:
+
+- colours: 4 distinct of red, green, blue, yellow, cyan, magenta;
+- sounds: hum (low sine), whistle (high sine), buzz (square wave), hiss
+  (noise), each once per clip in a random order;
+
+Question types (one of each per clip, answers are single words):
+
+- `video` (needs video): "what colour is shown third?" -> a colour;
+- `audio` (needs audio): "when does the whistle play?" -> first, second,
+  third or fourth;
+- `aligned` (needs both, aligned in time): "what colour is on screen when
+  the buzz plays?" -> a colour;
+- `order` (needs video across snippets): "what colour comes after red?"
+  -> a colour.
+
+Because colours within a clip are distinct and every sound plays once, no
+single-modality shortcut answers the `aligned` questions: without audio a
+model can only pick one of the clip's 4 colours (25%), without video one of
+the 6 colours (17%).
+
+Clips are written as H.264 + AAC mp4 files with `write_clip`, annotations
+as JSONL lines `{"video", "question", "answer", "type", "clip_id"}`, one file
+per split. Everything is drawn from one seed.
+"""
+
+import concurrent.futures
+import json
+import multiprocessing
+import os
+
+import numpy as np
+
+from keras_mirasol.data.media import write_clip
+
+COLOURS = {
+    "red": (230, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (40, 70, 250),
+    "yellow": (240, 230, 30),
+    "cyan": (30, 220, 230),
+    "magenta": (230, 40, 220),
+}
+SOUNDS = ("hum", "whistle", "buzz", "hiss")
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth")
+QUESTION_TYPES = ("video", "audio", "aligned", "order")
+
+
+def _sound(name, num_samples, sample_rate, rng):
+    """One sound of `num_samples` samples, faded in and out."""
+    t = np.arange(num_samples) / sample_rate
+    jitter = rng.uniform(0.95, 1.05)
+    if name == "hum":
+        wave = np.sin(2 * np.pi * 220 * jitter * t)
+    elif name == "whistle":
+        wave = np.sin(2 * np.pi * 2000 * jitter * t)
+    elif name == "buzz":
+        wave = 0.6 * np.sign(np.sin(2 * np.pi * 500 * jitter * t))
+    elif name == "hiss":
+        wave = rng.uniform(-1, 1, num_samples)
+    else:
+        raise ValueError(f"Unknown sound {name!r}; use one of {SOUNDS}.")
+    fade = min(num_samples // 8, int(0.01 * sample_rate))
+    envelope = np.ones(num_samples)
+    envelope[:fade] = np.linspace(0, 1, fade)
+    envelope[num_samples - fade :] = np.linspace(1, 0, fade)
+    return wave * envelope * rng.uniform(0.3, 0.5)
+
+
+def _draw_shape(frame, shape, colour, centre, radius):
+    height, width = frame.shape[:2]
+    y, x = np.mgrid[:height, :width]
+    if shape == "circle":
+        inside = (y - centre[0]) ** 2 + (x - centre[1]) ** 2 <= radius**2
+    else:
+        inside = (np.abs(y - centre[0]) <= radius * 0.8) & (
+            np.abs(x - centre[1]) <= radius * 0.8
+        )
+    frame[inside] = colour
+
+
+def render_clip(
+    rng,
+    num_snippets=4,
+    snippet_seconds=0.5,
+    fps=8,
+    image_size=64,
+    sample_rate=16000,
+):
+    """Draw one clip's content.
+
+    Args:
+        rng: `np.random.Generator`.
+        num_snippets: int. Segments per clip (at most 4 with 4 sounds).
+        snippet_seconds: float. Length of a segment.
+        fps: int. Frames per second.
+        image_size: int. Frame height and width (even).
+        sample_rate: int. Audio rate in Hz.
+
+    Returns:
+        `(video uint8 [F, S, S, 3], audio float32 [A], facts)`; `facts` has
+        `colours`, `sounds` and `shapes`, one entry per segment.
+    """
+    if num_snippets > len(SOUNDS):
+        raise ValueError(
+            f"num_snippets={num_snippets}: at most {len(SOUNDS)} segments, "
+            "one per distinct sound."
+        )
+    colours = list(rng.choice(list(COLOURS), num_snippets, replace=False))
+    sounds = list(rng.choice(SOUNDS, num_snippets, replace=False))
+    shapes = list(rng.choice(["circle", "square"], num_snippets))
+    frames_per_segment = int(round(snippet_seconds * fps))
+    samples_per_segment = int(round(snippet_seconds * sample_rate))
+    video = np.zeros(
+        (num_snippets * frames_per_segment, image_size, image_size, 3),
+        np.uint8,
+    )
+    audio = np.zeros((num_snippets * samples_per_segment,), np.float32)
+    radius = image_size * rng.uniform(0.3, 0.36)
+    for t in range(num_snippets):
+        start = rng.uniform(radius, image_size - radius, 2)
+        end = rng.uniform(radius, image_size - radius, 2)
+        for k in range(frames_per_segment):
+            centre = start + (end - start) * k / max(frames_per_segment - 1, 1)
+            _draw_shape(
+                video[t * frames_per_segment + k],
+                shapes[t],
+                COLOURS[colours[t]],
+                centre,
+                radius,
+            )
+        # The sound fills the middle 80% of its segment.
+        margin = samples_per_segment // 10
+        length = samples_per_segment - 2 * margin
+        begin = t * samples_per_segment + margin
+        audio[begin : begin + length] = _sound(
+            sounds[t], length, sample_rate, rng
+        )
+    facts = {"colours": colours, "sounds": sounds, "shapes": shapes}
+    return video, audio, facts
+
+
+def make_questions(facts, rng):
+    """One question of each type about a clip.
+
+    Returns:
+        list of dicts with `question`, `answer` and `type`.
+    """
+    colours, sounds = facts["colours"], facts["sounds"]
+    shown = rng.integers(len(colours))
+    heard = rng.integers(len(sounds))
+    aligned = rng.integers(len(sounds))
+    before = rng.integers(len(colours) - 1)
+    return [
+        {
+            "question": f"what colour is shown {ORDINALS[shown]}?",
+            "answer": colours[shown],
+            "type": "video",
+        },
+        {
+            "question": f"when does the {sounds[heard]} play?",
+            "answer": ORDINALS[heard],
+            "type": "audio",
+        },
+        {
+            "question": "what colour is on screen when the "
+            f"{sounds[aligned]} plays?",
+            "answer": colours[aligned],
+            "type": "aligned",
+        },
+        {
+            "question": f"what colour comes after {colours[before]}?",
+            "answer": colours[before + 1],
+            "type": "order",
+        },
+    ]
+
+
+def _write_one(job):
+    """Worker: render, write (atomically) and annotate clip `index`."""
+    out_dir, seed, index, settings = job
+    rng = np.random.default_rng([seed, index])
+    video, audio, facts = render_clip(rng, **settings)
+    clip_id = f"clip_{index:05d}"
+    name = f"{clip_id}.mp4"
+    path = os.path.join(out_dir, "videos", name)
+    if not os.path.exists(path):
+        temporary = os.path.join(out_dir, "videos", f".{clip_id}.tmp.mp4")
+        write_clip(
+            temporary, video, settings["fps"], audio, settings["sample_rate"]
+        )
+        os.replace(temporary, path)
+    return [
+        dict(qa, video=name, clip_id=clip_id)
+        for qa in make_questions(facts, rng)
+    ]
+
+
+def write_dataset(
+    out_dir,
+    clips=3000,
+    seed=0,
+    splits=(("train", 0.8), ("val", 0.1), ("test", 0.1)),
+    workers=None,
+    num_snippets=4,
+    snippet_seconds=0.5,
+    fps=8,
+    image_size=64,
+    sample_rate=16000,
+):
+    """Write `clips` mp4 files and one JSONL annotation file per split.
+
+    Files: `out_dir/videos/clip_00000.mp4`, ... and `out_dir/{split}.jsonl`.
+    Clip `i` is drawn from `np.random.default_rng([seed, i])`, so it does
+    not depend on how many others are written or on `workers`; an existing
+    clip file is kept (a stopped run resumes).
+
+    Args:
+        out_dir: str. Output folder.
+        clips: int. Number of clips over all splits.
+        seed: int.
+        splits: `(name, fraction)` pairs; clips are assigned in order.
+        workers: int or None. Processes (default: all cores).
+        num_snippets, snippet_seconds, fps, image_size, sample_rate: see
+            `render_clip`.
+
+    Returns:
+        dict split -> number of clips.
+    """
+    os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
+    settings = dict(
+        num_snippets=num_snippets,
+        snippet_seconds=snippet_seconds,
+        fps=fps,
+        image_size=image_size,
+        sample_rate=sample_rate,
+    )
+    bounds = np.cumsum([0.0] + [fraction for _, fraction in splits])
+    bounds = np.round(bounds / bounds[-1] * clips).astype(int)
+    jobs = [(out_dir, seed, index, settings) for index in range(clips)]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+        workers or os.cpu_count() or 1, mp_context=context
+    ) as pool:
+        annotations = list(pool.map(_write_one, jobs, chunksize=16))
+    counts = {}
+    for (split, _), first, last in zip(splits, bounds[:-1], bounds[1:]):
+        counts[split] = int(last - first)
+        with open(os.path.join(out_dir, f"{split}.jsonl"), "w") as f:
+            for lines in annotations[first:last]:
+                for line in lines:
+                    f.write(json.dumps(line) + "\n")
+    return counts

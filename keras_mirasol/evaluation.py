@@ -1,0 +1,113 @@
+"""Exact-match evaluation of a MirasolCausalLM on TFRecords.
+
+`evaluate()` is what `keras-mirasol evaluate` runs: it generates an answer
+for every question of the records (greedy, centred window) and compares it
+with the reference after `normalize_answer`. `zero_video` / `zero_audio`
+replace a modality with zeros (black frames, silence) to measure how much
+the answers depend on it.
+"""
+
+import re
+import time
+
+import numpy as np
+
+from keras_mirasol.data.snippets import snippet_dataset
+
+
+def normalize_answer(text):
+    """Lowercase, drop punctuation at the ends, collapse whitespace."""
+    text = re.sub(r"\s+", " ", str(text).strip().lower())
+    return text.strip(" .,!?;:\"'")
+
+
+def _to_str(values):
+    return [
+        v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values
+    ]
+
+
+def evaluate(
+    lm,
+    data,
+    batch_size=64,
+    zero_video=False,
+    zero_audio=False,
+    max_examples=None,
+):
+    """Exact-match accuracy of generated answers, overall and per type.
+
+    Args:
+        lm: `MirasolCausalLM` with a preprocessor.
+        data: records (folder, glob, files) written by `convert`.
+        batch_size: int. Every batch is padded to this size, so `generate`
+            compiles once.
+        zero_video: bool. Replace frames with black frames.
+        zero_audio: bool. Replace audio with silence.
+        max_examples: int or None. Stop after this many questions.
+
+    Returns:
+        dict: `accuracy`, `examples`, `per_type` (`{type: {accuracy,
+        examples}}`), `seconds`, the ablation flags, and `predictions` (a
+        list of `{clip_id, type, question, answer, prediction}`).
+    """
+    start = time.time()
+    preprocessor = lm.preprocessor
+    ds = snippet_dataset(data, preprocessor, batch_size, keep_metadata=True)
+    predictions = []
+    for batch in ds.as_numpy_iterator():
+        count = len(batch["prompts"])
+        if max_examples is not None:
+            count = min(count, max_examples - len(predictions))
+        inputs = {"video": batch["video"], "prompts": batch["prompts"]}
+        if preprocessor.use_audio:
+            inputs["audio"] = batch["audio"]
+        if zero_video:
+            inputs["video"] = np.zeros_like(inputs["video"])
+        if zero_audio and "audio" in inputs:
+            inputs["audio"] = np.zeros_like(inputs["audio"])
+        pad = batch_size - len(batch["prompts"])
+        if pad:
+            inputs = {
+                k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
+                for k, v in inputs.items()
+            }
+        inputs["prompts"] = _to_str(inputs["prompts"])
+        outputs = lm.generate(inputs, max_length=preprocessor.sequence_length)
+        for i in range(count):
+            predictions.append(
+                {
+                    "clip_id": _to_str([batch["clip_id"][i]])[0],
+                    "type": _to_str([batch["types"][i]])[0],
+                    "question": _to_str([batch["prompts"][i]])[0],
+                    "answer": _to_str([batch["responses"][i]])[0],
+                    "prediction": outputs[i].strip(),
+                }
+            )
+        if max_examples is not None and len(predictions) >= max_examples:
+            break
+    if not predictions:
+        raise ValueError(f"No questions in the records at {data}.")
+    correct = np.array(
+        [
+            normalize_answer(p["prediction"]) == normalize_answer(p["answer"])
+            for p in predictions
+        ]
+    )
+    types = np.array([p["type"] for p in predictions])
+    per_type = {
+        name: {
+            "accuracy": round(float(correct[types == name].mean()), 4),
+            "examples": int((types == name).sum()),
+        }
+        for name in sorted(set(types))
+    }
+    return {
+        "accuracy": round(float(correct.mean()), 4),
+        "examples": len(predictions),
+        "per_type": per_type,
+        "zero_video": zero_video,
+        "zero_audio": zero_audio,
+        "seconds": round(time.time() - start, 1),
+        "predictions": predictions,
+    }

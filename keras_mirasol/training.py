@@ -1,0 +1,188 @@
+"""Train a MirasolCausalLM on TFRecords written by `convert`.
+
+`train()` is what `keras-mirasol train` runs: a tokenizer trained on the
+records' questions and answers (or one given), a preset backbone sized to
+it, AdamW with warmup and cosine decay, the tf.data snippet pipeline,
+`model.fit` with Keras callbacks (per-epoch checkpoints, and
+`BackupAndRestore` so a killed run continues where it stopped), then the
+trained task saved as a preset folder that `MirasolCausalLM.from_preset`,
+`keras-mirasol evaluate` and `keras-mirasol generate` load.
+"""
+
+import json
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from keras_mirasol.data.snippets import parse_clip
+from keras_mirasol.data.snippets import record_files
+from keras_mirasol.data.snippets import snippet_dataset
+from keras_mirasol.models.backbone import MirasolBackbone
+from keras_mirasol.models.causal_lm import MirasolCausalLM
+from keras_mirasol.models.preprocessor import MirasolCausalLMPreprocessor
+from keras_mirasol.models.tokenizer import MirasolTokenizer
+from keras_mirasol.models.tokenizer import train_tokenizer
+
+
+def record_texts(path):
+    """Every question and answer stored in the records at `path`."""
+    ds = tf.data.TFRecordDataset(record_files(path)).map(parse_clip)
+    for clip in ds.as_numpy_iterator():
+        for key in ("questions", "answers"):
+            for text in clip[key]:
+                if text:
+                    yield text.decode("utf-8")
+
+
+def count_questions(path):
+    """Number of questions (annotations) in the records at `path`."""
+    ds = tf.data.TFRecordDataset(record_files(path)).map(
+        lambda serialized: tf.size(parse_clip(serialized)["questions"])
+    )
+    return int(ds.reduce(0, lambda total, n: total + n))
+
+
+def build_task(
+    preset,
+    tokenizer,
+    learning_rate=2e-3,
+    steps=1000,
+    warmup_steps=100,
+    weight_decay=0.01,
+    **overrides,
+):
+    """A compiled `MirasolCausalLM` from a preset and a tokenizer.
+
+    The backbone's vocabulary is the tokenizer's; `overrides` change
+    other backbone config keys.
+    """
+    backbone = MirasolBackbone.from_preset(
+        preset, vocabulary_size=tokenizer.vocabulary_size(), **overrides
+    )
+    preprocessor = MirasolCausalLMPreprocessor.from_backbone(
+        backbone, tokenizer
+    )
+    lm = MirasolCausalLM(backbone, preprocessor)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0,
+        max(steps - warmup_steps, 1),
+        alpha=0.05,
+        warmup_target=learning_rate,
+        warmup_steps=warmup_steps,
+    )
+    lm.compile(
+        optimizer=keras.optimizers.AdamW(
+            schedule, weight_decay=weight_decay, global_clipnorm=1.0
+        )
+    )
+    return lm
+
+
+class _Printer(keras.callbacks.Callback):
+    """One line per epoch: step, losses, seconds."""
+
+    def __init__(self, steps_per_epoch):
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self.start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        parts = [f"{k} {v:.4f}" for k, v in sorted((logs or {}).items())]
+        step = (epoch + 1) * self.steps_per_epoch
+        elapsed = time.time() - self.start
+        print(f"step {step}: " + ", ".join(parts) + f" ({elapsed:.0f} s)")
+
+
+def train(
+    train_data,
+    out_dir,
+    preset="mirasol_tiny",
+    val_data=None,
+    tokenizer=None,
+    steps=1000,
+    epochs=10,
+    batch_size=64,
+    learning_rate=2e-3,
+    vocabulary_size=256,
+    seed=0,
+    verbose=1,
+    **overrides,
+):
+    """Train a model on TFRecords and save it as a preset folder.
+
+    Args:
+        train_data: records of the training split (folder, glob, files).
+        out_dir: str. Run folder: the trained preset (`config.json`,
+            weights, tokenizer, preprocessor), `checkpoints/`, `backup/`
+            (deleted after a finished run) and `history.json`.
+        preset: str. Backbone preset (or preset folder) to start from.
+        val_data: records of the validation split, or None.
+        tokenizer: path of a SentencePiece model, or None to train one on
+            the training records' text.
+        steps: int. Training steps in total.
+        epochs: int. Checkpoint and validation every `steps // epochs`.
+        batch_size: int.
+        learning_rate: float. Peak of the warmup + cosine schedule.
+        vocabulary_size: int. Largest vocabulary of a trained tokenizer.
+        seed: int. Seeds weights, data order and windows.
+        verbose: int. Keras progress bar (1), one line per epoch (2), or
+            quiet (0).
+        **overrides: backbone config keys to change.
+
+    Returns:
+        `(lm, history_dict)`.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    if tokenizer is None:
+        proto = train_tokenizer(
+            record_texts(train_data),
+            vocabulary_size=vocabulary_size,
+        )
+        tokenizer = MirasolTokenizer(proto=proto)
+    elif isinstance(tokenizer, str):
+        tokenizer = MirasolTokenizer(proto=tokenizer)
+    steps_per_epoch = max(1, steps // epochs)
+    lm = build_task(
+        preset,
+        tokenizer,
+        learning_rate=learning_rate,
+        steps=steps_per_epoch * epochs,
+        warmup_steps=min(100, steps // 10),
+        **overrides,
+    )
+    train_ds = snippet_dataset(
+        train_data, lm.preprocessor, batch_size, training=True, seed=seed
+    )
+    val_ds, val_steps = None, None
+    if val_data is not None:
+        val_ds = snippet_dataset(val_data, lm.preprocessor, batch_size)
+        val_steps = -(-count_questions(val_data) // batch_size)
+    checkpoints = os.path.join(out_dir, "checkpoints")
+    os.makedirs(checkpoints, exist_ok=True)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(checkpoints, "epoch_{epoch:03d}.weights.h5"),
+            save_weights_only=True,
+        ),
+    ]
+    if verbose == 2:
+        callbacks.append(_Printer(steps_per_epoch))
+    history = lm.fit(
+        train_ds,
+        validation_data=val_ds,
+        steps_per_epoch=steps_per_epoch,
+        validation_steps=val_steps,
+        epochs=epochs,
+        shuffle=False,  # the pipeline shuffles (seeded)
+        callbacks=callbacks,
+        verbose=1 if verbose == 1 else 0,
+    )
+    lm.save_to_preset(out_dir)
+    history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    with open(os.path.join(out_dir, "history.json"), "w") as f:
+        json.dump(history, f, indent=1)
+    return lm, history
