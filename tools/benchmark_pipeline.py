@@ -38,10 +38,10 @@ def main(argv=None):
     from keras_mirasol.data.records import convert
     from keras_mirasol.data.snippets import snippet_dataset
     from keras_mirasol.data.synthetic import write_dataset
-    from keras_mirasol.training import build_task
-    from keras_mirasol.training import record_texts
     from keras_mirasol.models.tokenizer import MirasolTokenizer
     from keras_mirasol.models.tokenizer import train_tokenizer
+    from keras_mirasol.training import build_task
+    from keras_mirasol.training import record_texts
 
     records = args.records
     if records is None:
