@@ -88,6 +88,7 @@ def cmd_train(args):
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         seed=args.seed,
+        cache=args.cache,
         verbose=1,
         **overrides,
     )
@@ -209,8 +210,8 @@ def build_parser():
     demo.add_argument(
         "--workdir", default=".", help="Writes data/demo and runs/demo here."
     )
-    demo.add_argument("--clips", type=int, default=3000)
-    demo.add_argument("--steps", type=int, default=1500)
+    demo.add_argument("--clips", type=int, default=2000)
+    demo.add_argument("--steps", type=int, default=1100)
     demo.add_argument("--epochs", type=int, default=10)
     demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--preset", default="mirasol_tiny")
@@ -263,6 +264,11 @@ def build_parser():
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--learning-rate", type=float, default=2e-3)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--cache",
+        action="store_true",
+        help="Keep decoded training clips in memory.",
+    )
     train.add_argument(
         "--config",
         default=None,

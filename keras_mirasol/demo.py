@@ -28,7 +28,9 @@ SPLITS = ("train", "val", "test")
 def prepare_data(data_dir, clips, seed, image_size, workers=None):
     """Synthesize clips and convert every split; returns record folders."""
     avqa = os.path.join(data_dir, "avqa")
-    counts = write_dataset(avqa, clips=clips, seed=seed, workers=workers)
+    counts = write_dataset(
+        avqa, clips=clips, seed=seed, workers=workers, image_size=image_size[0]
+    )
     print(f"synth: {counts} clips in {avqa}", flush=True)
     records = {}
     for split in SPLITS:
@@ -70,8 +72,8 @@ def results_table(results):
 
 def run_demo(
     workdir=".",
-    clips=3000,
-    steps=1500,
+    clips=2000,
+    steps=1100,
     epochs=10,
     batch_size=64,
     preset="mirasol_tiny",
@@ -99,6 +101,8 @@ def run_demo(
         epochs=epochs,
         batch_size=batch_size,
         seed=seed,
+        cache=True,
+        threads=1,  # the other core(s) run the model
         verbose=2,
     )
     train_seconds = time.time() - start - data_seconds

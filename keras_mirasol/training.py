@@ -107,6 +107,8 @@ def train(
     learning_rate=2e-3,
     vocabulary_size=256,
     seed=0,
+    cache=False,
+    threads=None,
     verbose=1,
     **overrides,
 ):
@@ -127,6 +129,10 @@ def train(
         learning_rate: float. Peak of the warmup + cosine schedule.
         vocabulary_size: int. Largest vocabulary of a trained tokenizer.
         seed: int. Seeds weights, data order and windows.
+        cache: bool. Keep the decoded training clips in memory (see
+            `snippet_dataset`).
+        threads: int or None. The training pipeline's thread pool size
+            (see `snippet_dataset`).
         verbose: int. Keras progress bar (1), one line per epoch (2), or
             quiet (0).
         **overrides: backbone config keys to change.
@@ -154,7 +160,13 @@ def train(
         **overrides,
     )
     train_ds = snippet_dataset(
-        train_data, lm.preprocessor, batch_size, training=True, seed=seed
+        train_data,
+        lm.preprocessor,
+        batch_size,
+        training=True,
+        seed=seed,
+        cache=cache,
+        threads=threads,
     )
     val_ds, val_steps = None, None
     if val_data is not None:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_mirasol import cli
+from keras_mirasol.data.synthetic import QUESTION_TYPES
 from keras_mirasol.evaluation import normalize_answer
 from keras_mirasol.models import MirasolBackbone
 from keras_mirasol.models import MirasolCausalLM
@@ -64,9 +65,9 @@ def test_demo_runs_the_main_job_and_ends_with_json(demo_run, capsys):
     assert cli.main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(out[-1])
-    # 10 clips: 8 train, 1 val, 1 test; 4 questions per clip.
-    assert summary["examples"] == 4
-    assert set(summary["per_type"]) == {"aligned", "audio", "order", "video"}
+    # 10 clips: 8 train, 1 val, 1 test; 6 questions per clip.
+    assert summary["examples"] == 6
+    assert set(summary["per_type"]) == set(QUESTION_TYPES)
     assert set(summary["zero_video"]) == set(summary["per_type"])
     assert 0.0 <= summary["accuracy"] <= 1.0
     assert any(line.startswith("evaluation") for line in out)
@@ -88,7 +89,7 @@ def test_evaluate_and_generate_commands_load_the_run(demo_run, capsys):
     assert cli.main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
-    assert result["examples"] == len(rows) == 4
+    assert result["examples"] == len(rows) == 6
     correct = [
         normalize_answer(r["prediction"]) == normalize_answer(r["answer"])
         for r in rows

@@ -28,10 +28,8 @@ none is dropped silently; clips without an audio track are kept (silence)
 and listed under `no_audio`.
 """
 
-import concurrent.futures
 import hashlib
 import json
-import multiprocessing
 import os
 import time
 
@@ -41,6 +39,7 @@ from keras_mirasol.data.annotations import iter_records
 from keras_mirasol.data.annotations import normalize
 from keras_mirasol.data.media import MediaError
 from keras_mirasol.data.media import read_clip
+from keras_mirasol.data.workers import worker_pool
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 SETTINGS_FILE = "convert.json"
@@ -231,12 +230,8 @@ def convert(
         import keras
 
         progress = keras.utils.Progbar(len(clips), unit_name="clip")
-    context = multiprocessing.get_context("spawn")
-    workers = workers or os.cpu_count() or 1
     shard_reports = []
-    with concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context
-    ) as pool:
+    with worker_pool(workers) as pool:
         for shard in range(num_shards):
             shard_clips = clips[
                 shard * clips_per_shard : (shard + 1) * clips_per_shard

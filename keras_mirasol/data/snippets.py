@@ -187,6 +187,8 @@ def snippet_dataset(
     shuffle_questions=256,
     keep_metadata=False,
     drop_remainder=None,
+    cache=False,
+    threads=None,
 ):
     """Batches of clips and questions from TFRecords, ready for `fit`.
 
@@ -207,6 +209,13 @@ def snippet_dataset(
         keep_metadata: bool. Keep `types`, `clip_id`, `has_audio` in the
             batches (for evaluation; `fit` needs only the model keys).
         drop_remainder: bool or None. Default: `training`.
+        cache: bool. Keep the decoded clips in memory after the first
+            pass (about 180 KB per 2 s clip at 32x32 and 16 kHz): later
+            epochs skip parsing and PNG decoding. For datasets that fit
+            in RAM.
+        threads: int or None. Size of the pipeline's own thread pool
+            (default: tf.data's shared pool, one thread per core). On a
+            small CPU host, 1 leaves the other cores to the model.
 
     Returns:
         `tf.data.Dataset` of dicts: `video` float32 `[B, N, H, W, 3]`,
@@ -234,7 +243,7 @@ def snippet_dataset(
     )
     if training:
         ds = ds.shuffle(shuffle_clips, seed=seed + 1)
-    if repeat:
+    if repeat and not cache:
         ds = ds.repeat()
     ds = ds.map(parse_clip, num_parallel_calls=autotune)
     ds = ds.map(decode_audio, num_parallel_calls=autotune)
@@ -242,6 +251,12 @@ def snippet_dataset(
         lambda x: to_sample_rate(x, sample_rate), num_parallel_calls=autotune
     )
     ds = ds.map(decode_frames, num_parallel_calls=autotune)
+    if cache:
+        ds = ds.cache()
+        if training:
+            ds = ds.shuffle(shuffle_clips, seed=seed + 4)
+        if repeat:
+            ds = ds.repeat()
     ds = ds.flat_map(split_questions)
     if training:
         ds = ds.shuffle(shuffle_questions, seed=seed + 2)
@@ -267,4 +282,9 @@ def snippet_dataset(
         keys = tuple(k for k in keys if k != "audio")
     ds = ds.map(lambda x: {k: x[k] for k in keys})
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if threads:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = threads
+        options.threading.max_intra_op_parallelism = 1
+        ds = ds.with_options(options)
     return ds.prefetch(autotune)

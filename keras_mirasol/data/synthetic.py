@@ -9,7 +9,8 @@ moves across a black screen while the sound `sounds[t]` plays:
 - sounds: hum (low sine), whistle (high sine), buzz (square wave), hiss
   (noise), each once per clip in a random order;
 
-Question types (one of each per clip, answers are single words):
+Question types (per clip one of each, two `aligned` about different
+sounds; answers are single words):
 
 - `video` (needs video): "what colour is shown third?" -> a colour;
 - `audio` (needs audio): "when does the whistle play?" -> first, second,
@@ -17,7 +18,11 @@ Question types (one of each per clip, answers are single words):
 - `aligned` (needs both, aligned in time): "what colour is on screen when
   the buzz plays?" -> a colour;
 - `order` (needs video across snippets): "what colour comes after red?"
-  -> a colour.
+  -> a colour;
+- `caption` (needs both, in order): "describe the clip." -> every
+  segment's colour and sound, e.g. "red hum blue hiss green buzz cyan
+  whistle". Dense supervision: it teaches the model to read the snippets
+  in time order, which the single-word answers alone learn slowly.
 
 Because colours within a clip are distinct and every sound plays once, no
 single-modality shortcut answers the `aligned` questions: without audio a
@@ -29,14 +34,13 @@ as JSONL lines `{"video", "question", "answer", "type", "clip_id"}`, one file
 per split. Everything is drawn from one seed.
 """
 
-import concurrent.futures
 import json
-import multiprocessing
 import os
 
 import numpy as np
 
 from keras_mirasol.data.media import write_clip
+from keras_mirasol.data.workers import worker_pool
 
 COLOURS = {
     "red": (230, 30, 30),
@@ -48,7 +52,7 @@ COLOURS = {
 }
 SOUNDS = ("hum", "whistle", "buzz", "hiss")
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth")
-QUESTION_TYPES = ("video", "audio", "aligned", "order")
+QUESTION_TYPES = ("video", "audio", "aligned", "order", "caption")
 
 
 def _sound(name, num_samples, sample_rate, rng):
@@ -123,6 +127,8 @@ def render_clip(
     audio = np.zeros((num_snippets * samples_per_segment,), np.float32)
     radius = image_size * rng.uniform(0.3, 0.36)
     for t in range(num_snippets):
+        segment = video[t * frames_per_segment : (t + 1) * frames_per_segment]
+        segment[:] = np.asarray(COLOURS[colours[t]], np.uint8) // 3
         start = rng.uniform(radius, image_size - radius, 2)
         end = rng.uniform(radius, image_size - radius, 2)
         for k in range(frames_per_segment):
@@ -146,7 +152,8 @@ def render_clip(
 
 
 def make_questions(facts, rng):
-    """One question of each type about a clip.
+    """Questions about a clip (one `video`, `audio` and `order`, two
+    `aligned` about different sounds) and its caption.
 
     Returns:
         list of dicts with `question`, `answer` and `type`.
@@ -154,31 +161,43 @@ def make_questions(facts, rng):
     colours, sounds = facts["colours"], facts["sounds"]
     shown = rng.integers(len(colours))
     heard = rng.integers(len(sounds))
-    aligned = rng.integers(len(sounds))
+    aligned = rng.choice(len(sounds), 2, replace=False)
     before = rng.integers(len(colours) - 1)
-    return [
-        {
-            "question": f"what colour is shown {ORDINALS[shown]}?",
-            "answer": colours[shown],
-            "type": "video",
-        },
-        {
-            "question": f"when does the {sounds[heard]} play?",
-            "answer": ORDINALS[heard],
-            "type": "audio",
-        },
-        {
-            "question": "what colour is on screen when the "
-            f"{sounds[aligned]} plays?",
-            "answer": colours[aligned],
-            "type": "aligned",
-        },
-        {
-            "question": f"what colour comes after {colours[before]}?",
-            "answer": colours[before + 1],
-            "type": "order",
-        },
-    ]
+    return (
+        [
+            {
+                "question": f"what colour is shown {ORDINALS[shown]}?",
+                "answer": colours[shown],
+                "type": "video",
+            },
+            {
+                "question": f"when does the {sounds[heard]} play?",
+                "answer": ORDINALS[heard],
+                "type": "audio",
+            },
+        ]
+        + [
+            {
+                "question": "what colour is on screen when the "
+                f"{sounds[index]} plays?",
+                "answer": colours[index],
+                "type": "aligned",
+            }
+            for index in aligned
+        ]
+        + [
+            {
+                "question": f"what colour comes after {colours[before]}?",
+                "answer": colours[before + 1],
+                "type": "order",
+            },
+            {
+                "question": "describe the clip.",
+                "answer": " ".join(f"{c} {s}" for c, s in zip(colours, sounds)),
+                "type": "caption",
+            },
+        ]
+    )
 
 
 def _write_one(job):
@@ -205,7 +224,7 @@ def write_dataset(
     out_dir,
     clips=3000,
     seed=0,
-    splits=(("train", 0.8), ("val", 0.1), ("test", 0.1)),
+    splits=(("train", 0.85), ("val", 0.05), ("test", 0.1)),
     workers=None,
     num_snippets=4,
     snippet_seconds=0.5,
@@ -243,10 +262,7 @@ def write_dataset(
     bounds = np.cumsum([0.0] + [fraction for _, fraction in splits])
     bounds = np.round(bounds / bounds[-1] * clips).astype(int)
     jobs = [(out_dir, seed, index, settings) for index in range(clips)]
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        workers or os.cpu_count() or 1, mp_context=context
-    ) as pool:
+    with worker_pool(workers) as pool:
         annotations = list(pool.map(_write_one, jobs, chunksize=16))
     counts = {}
     for (split, _), first, last in zip(splits, bounds[:-1], bounds[1:]):

@@ -11,6 +11,11 @@ from keras_mirasol.models.config_checks import check_divisible
 
 # Floor added before the log, so silence maps to log(1e-6), not -inf.
 LOG_MEL_FLOOR = 1e-6
+# Fixed standardisation of the log-mel values (AST's constants, Gong et
+# al. 2021): log power spans about -14 (silence) to +8, which would
+# otherwise reach the patch embedding at ten times the video's scale.
+LOG_MEL_MEAN = -4.27
+LOG_MEL_STD = 2 * 4.57
 
 
 def validate_audio_shape(shape, num_samples, sample_rate):
@@ -204,7 +209,8 @@ class AudioEncoder(keras.layers.Layer):
             audio: float `[B, S]`.
 
         Returns:
-            float `[B * T, F_padded, num_mel_bins]`, snippet-major.
+            float `[B * T, F_padded, num_mel_bins]`, snippet-major,
+            `(log(mel) - LOG_MEL_MEAN) / LOG_MEL_STD`.
         """
         chunks = ops.reshape(audio, (-1, self.samples_per_snippet))
         mel = self.mel_spectrogram(chunks)  # [B * T, mels, F]
@@ -217,6 +223,7 @@ class AudioEncoder(keras.layers.Layer):
                 ((0, 0), (0, pad), (0, 0)),
                 constant_values=math.log(LOG_MEL_FLOOR),
             )
+        mel = (mel - LOG_MEL_MEAN) / LOG_MEL_STD
         return ops.cast(mel, self.compute_dtype)
 
     def call(self, audio, training=None):

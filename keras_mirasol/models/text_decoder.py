@@ -86,12 +86,19 @@ class TextDecoder(keras.layers.Layer):
             input_dim=vocabulary_size,
             output_dim=hidden_dim,
             tie_weights=tie_word_embeddings,
-            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            # Token and position embeddings start at the same scale, so the
+            # question's words are not drowned by the positions.
+            embeddings_initializer=keras.initializers.RandomNormal(
+                stddev=hidden_dim**-0.5
+            ),
             dtype=self.dtype_policy,
             name="token_embedding",
         )
         self.position_embedding = keras_hub.layers.PositionEmbedding(
             sequence_length=max_sequence_length,
+            initializer=keras.initializers.RandomNormal(
+                stddev=hidden_dim**-0.5
+            ),
             dtype=self.dtype_policy,
             name="position_embedding",
         )

@@ -62,10 +62,12 @@ def test_frames_show_the_segment_colour_and_shape(seed):
         for frame in video[
             t * frames_per_segment : (t + 1) * frames_per_segment
         ]:
-            lit = frame.any(axis=-1)
-            # One shape of the segment's colour on a black screen.
+            # One shape of the segment's colour on a dimmed background of
+            # the same hue.
+            lit = (frame == colour).all(axis=-1)
             assert lit.sum() > 20
-            np.testing.assert_array_equal(frame[lit].mean(axis=0), colour)
+            background = np.broadcast_to(colour // 3, frame[~lit].shape)
+            np.testing.assert_array_equal(frame[~lit], background)
             rows, cols = np.flatnonzero(lit.any(1)), np.flatnonzero(lit.any(0))
             box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
             # A square fills its bounding box, a circle about pi / 4 of it.
@@ -108,17 +110,23 @@ FACTS = {
 def test_make_questions_answers_follow_the_facts(seed):
     colours, sounds = FACTS["colours"], FACTS["sounds"]
     questions = make_questions(FACTS, np.random.default_rng(seed))
-    assert [q["type"] for q in questions] == list(QUESTION_TYPES)
-    video, audio, aligned, order = questions
+    types = [q["type"] for q in questions]
+    assert types == ["video", "audio", "aligned", "aligned", "order", "caption"]
+    assert set(types) == set(QUESTION_TYPES)
+    video, audio, aligned, aligned_too, order, caption = questions
+    # The two aligned questions ask about different sounds.
+    assert aligned["question"] != aligned_too["question"]
+    assert caption["answer"] == "red buzz cyan hiss blue whistle yellow hum"
     shown = re.fullmatch(r"what colour is shown (\w+)\?", video["question"])
     assert video["answer"] == colours[ORDINALS.index(shown[1])]
     heard = re.fullmatch(r"when does the (\w+) play\?", audio["question"])
     assert audio["answer"] == ORDINALS[sounds.index(heard[1])]
-    playing = re.fullmatch(
-        r"what colour is on screen when the (\w+) plays\?",
-        aligned["question"],
-    )
-    assert aligned["answer"] == colours[sounds.index(playing[1])]
+    for question in (aligned, aligned_too):
+        playing = re.fullmatch(
+            r"what colour is on screen when the (\w+) plays\?",
+            question["question"],
+        )
+        assert question["answer"] == colours[sounds.index(playing[1])]
     before = re.fullmatch(r"what colour comes after (\w+)\?", order["question"])
     assert before[1] != colours[-1]
     assert order["answer"] == colours[colours.index(before[1]) + 1]
@@ -127,7 +135,7 @@ def test_make_questions_answers_follow_the_facts(seed):
 def test_make_questions_covers_every_sound_and_colour():
     asked_sounds, asked_colours = set(), set()
     for seed in range(40):
-        _, audio, aligned, order = make_questions(
+        _, audio, aligned, _, order, _ = make_questions(
             FACTS, np.random.default_rng(seed)
         )
         asked_sounds.add(audio["question"].split()[3])
@@ -176,7 +184,7 @@ def test_write_dataset_files(datasets):
     lines = read_lines(folder)
     for split in SPLITS:
         # One question of each type per clip.
-        assert len(lines[split]) == 4 * counts["a"][split]
+        assert len(lines[split]) == 6 * counts["a"][split]
     records = [json.loads(line) for split in SPLITS for line in lines[split]]
     assert sorted({r["clip_id"] for r in records}) == [
         f"clip_{i:05d}" for i in range(5)
@@ -199,7 +207,9 @@ def test_written_clips_decode_to_the_rendered_content(datasets):
         answers = {q["type"]: q["answer"] for q in make_questions(facts, rng)}
         for t in range(4):
             for frame in clip["video"][4 * t : 4 * t + 4]:
-                bright = frame.astype(int).sum(axis=-1) > 150
+                # The shape, not its dimmed background.
+                total = frame.astype(int).sum(axis=-1)
+                bright = total > 0.7 * total.max()
                 mean = frame[bright].mean(axis=0)
                 assert nearest_colour(mean) == facts["colours"][t]
             # Audio (lossy AAC) is loud in the middle, silent at the edges.
