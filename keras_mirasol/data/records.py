@@ -216,10 +216,16 @@ def convert(
     if os.path.exists(settings_path):
         with open(settings_path) as f:
             previous = json.load(f)
-        if previous != settings:
+        changed = sorted(
+            key
+            for key in set(previous) | set(settings)
+            if previous.get(key) != settings.get(key)
+        )
+        if changed:
             raise ValueError(
                 f"{out_dir} holds shards written with other settings "
-                f"({previous}); use a new --out folder or delete it."
+                f"(changed: {changed}; before: {previous}); use a new --out "
+                "folder or delete it."
             )
     with open(settings_path, "w") as f:
         json.dump(settings, f, indent=1)
