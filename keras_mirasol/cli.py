@@ -77,6 +77,18 @@ def cmd_train(args):
     from keras_mirasol.training import train
 
     overrides = json.loads(args.config) if args.config else {}
+    distribution = None
+    if args.mesh or args.data_parallel or args.multi_host:
+        import keras
+
+        from keras_mirasol.distribution import make_distribution
+
+        if args.multi_host:
+            # Every host of a TPU VM pod runs this same command.
+            keras.distribution.initialize()
+        distribution = make_distribution(
+            mesh=args.mesh, data_parallel=not args.mesh
+        )
     _, history = train(
         args.train,
         args.out,
@@ -90,6 +102,7 @@ def cmd_train(args):
         seed=args.seed,
         cache=args.cache,
         verbose=1,
+        distribution=distribution,
         **overrides,
     )
     _json_line(
@@ -273,6 +286,25 @@ def build_parser():
         "--config",
         default=None,
         help='Backbone overrides as JSON, e.g. \'{"combiner_type": "ttm"}\'.',
+    )
+    parallel = train.add_mutually_exclusive_group()
+    parallel.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="Replicate the model on every device, split each batch (JAX).",
+    )
+    parallel.add_argument(
+        "--mesh",
+        default=None,
+        metavar="BATCHxMODEL",
+        help="Shard weights over a (batch, model) device mesh, e.g. 2x4 "
+        "(JAX; see MirasolBackbone.get_layout_map).",
+    )
+    train.add_argument(
+        "--multi-host",
+        action="store_true",
+        help="Call keras.distribution.initialize() first (one process per "
+        "host of a TPU VM pod); with neither flag above, data parallel.",
     )
     train.set_defaults(func=cmd_train)
 

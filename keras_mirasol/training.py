@@ -44,6 +44,12 @@ def count_questions(path):
     return int(ds.reduce(0, lambda total, n: total + n))
 
 
+def data_parallel_size(distribution):
+    """How many ways `distribution` splits each batch."""
+    mesh = distribution.device_mesh
+    return mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)]
+
+
 def build_task(
     preset,
     tokenizer,
@@ -110,6 +116,7 @@ def train(
     cache=False,
     threads=None,
     verbose=1,
+    distribution=None,
     **overrides,
 ):
     """Train a model on TFRecords and save it as a preset folder.
@@ -135,11 +142,42 @@ def train(
             (see `snippet_dataset`).
         verbose: int. Keras progress bar (1), one line per epoch (2), or
             quiet (0).
+        distribution: a `keras.distribution.Distribution` (see
+            `keras_mirasol.distribution.make_distribution`) to build and
+            train the model under, or None for one device. `batch_size`
+            must divide over its data-parallel axis; the last partial
+            validation batch is dropped.
         **overrides: backbone config keys to change.
 
     Returns:
         `(lm, history_dict)`.
     """
+    if distribution is not None:
+        replicas = data_parallel_size(distribution)
+        if batch_size % replicas:
+            raise ValueError(
+                f"batch_size={batch_size} does not split over the "
+                f"{replicas} data-parallel replicas of the distribution; "
+                f"use a multiple of {replicas}."
+            )
+        with distribution.scope():
+            return train(
+                train_data,
+                out_dir,
+                preset=preset,
+                val_data=val_data,
+                tokenizer=tokenizer,
+                steps=steps,
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                vocabulary_size=vocabulary_size,
+                seed=seed,
+                cache=cache,
+                threads=threads,
+                verbose=verbose,
+                **overrides,
+            )
     os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(seed)
     if tokenizer is None:
@@ -170,8 +208,21 @@ def train(
     )
     val_ds, val_steps = None, None
     if val_data is not None:
-        val_ds = snippet_dataset(val_data, lm.preprocessor, batch_size)
-        val_steps = -(-count_questions(val_data) // batch_size)
+        # A distributed step needs whole batches: drop the last one.
+        distributed = keras.distribution.distribution() is not None
+        questions = count_questions(val_data)
+        val_steps = questions // batch_size
+        if not distributed:
+            val_steps = -(-questions // batch_size)
+        if val_steps:
+            val_ds = snippet_dataset(
+                val_data,
+                lm.preprocessor,
+                batch_size,
+                drop_remainder=distributed,
+            )
+        else:
+            val_steps = None
     checkpoints = os.path.join(out_dir, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
     callbacks = [

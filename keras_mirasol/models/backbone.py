@@ -1,5 +1,6 @@
 """MirasolBackbone: the whole Mirasol3B model as a Functional Keras model."""
 
+import inspect
 import warnings
 
 import keras
@@ -19,6 +20,16 @@ from keras_mirasol.models.video_encoder import validate_video_shape
 
 COMBINER_TYPES = ("transformer", "ttm")
 _announced_random_presets = set()
+
+
+def _check_distribution(config):
+    """Under `ModelParallel`, check its layout map before allocating."""
+    distribution = keras.distribution.distribution()
+    layouts = getattr(distribution, "_layout_map", None)
+    if isinstance(layouts, keras.distribution.LayoutMap):
+        from keras_mirasol.distribution import check_layout_map
+
+        check_layout_map(layouts, config)
 
 
 def audio_samples_per_clip(num_frames, frame_rate, audio_sample_rate):
@@ -154,6 +165,9 @@ class MirasolBackbone(keras_hub.models.Backbone):
         dtype=None,
         **kwargs,
     ):
+        _check_distribution(
+            {k: v for k, v in locals().items() if k in _CONFIG_ARGS}
+        )
         if isinstance(image_size, int):
             image_size = (image_size, image_size)
         image_size = tuple(image_size)
@@ -345,6 +359,39 @@ class MirasolBackbone(keras_hub.models.Backbone):
         self.num_audio_samples = num_samples
         self.token_embedding = self.text_decoder.token_embedding
 
+    @staticmethod
+    def get_layout_map(
+        device_mesh,
+        model_parallel_dim_name="model",
+        data_parallel_dim_name="batch",
+    ):
+        """A `keras.distribution.LayoutMap` sharding every weight.
+
+        Attention heads, MLP widths and embedding widths of every component
+        go over `model_parallel_dim_name`, the other matrix dimension over
+        `data_parallel_dim_name`; see `keras_mirasol.distribution`.
+
+        Example:
+        ```python
+        mesh = keras.distribution.DeviceMesh(
+            (2, 4), ("batch", "model"), keras.distribution.list_devices()
+        )
+        distribution = keras.distribution.ModelParallel(
+            layout_map=MirasolBackbone.get_layout_map(mesh),
+            batch_dim_name="batch",
+        )
+        with distribution.scope():
+            backbone = MirasolBackbone.from_preset("mirasol_tiny")
+        ```
+        """
+        from keras_mirasol.distribution import layout_map
+
+        return layout_map(
+            device_mesh,
+            model_parallel_dim_name=model_parallel_dim_name,
+            data_parallel_dim_name=data_parallel_dim_name,
+        )
+
     def encode_media(self, video, audio=None):
         """The time-aligned side: encoders, Combiner, time-aligned model.
 
@@ -522,3 +569,10 @@ class MirasolBackbone(keras_hub.models.Backbone):
             config = {**backbone_presets[preset]["config"], **kwargs}
             return cls(**config)
         return super().from_preset(preset, load_weights=load_weights, **kwargs)
+
+
+# The constructor arguments that make up a backbone's config.
+_CONFIG_ARGS = set(inspect.signature(MirasolBackbone.__init__).parameters) - {
+    "self",
+    "kwargs",
+}

@@ -1,14 +1,13 @@
 """SentencePiece tokenizer for Mirasol text, and offline vocabulary training."""
 
-import csv
 import io
-import json
 import os
 
 import keras
 import keras_hub
 import sentencepiece
 
+from keras_mirasol.data.annotations import iter_records
 from keras_mirasol.models.backbone import MirasolBackbone
 
 PAD_PIECE = "<pad>"
@@ -61,22 +60,18 @@ def _annotation_texts(record):
 
 
 def _read_file(path):
+    """Texts of an annotation file (JSONL, JSON, CSV) or lines of a text file.
+
+    Annotation files are read like `convert` reads them; entries that
+    cannot be read are skipped (`convert` reports them).
+    """
+    if path.endswith((".jsonl", ".json", ".csv")):
+        for _, record, _ in iter_records(path):
+            if record is not None:
+                yield from _annotation_texts(record)
+        return
     with open(path, encoding="utf-8") as file:
-        if path.endswith(".jsonl"):
-            for line in file:
-                if line.strip():
-                    yield from _annotation_texts(json.loads(line))
-        elif path.endswith(".json"):
-            records = json.load(file)
-            if isinstance(records, dict):
-                records = records.get("annotations", [records])
-            for record in records:
-                yield from _annotation_texts(record)
-        elif path.endswith(".csv"):
-            for record in csv.DictReader(file):
-                yield from _annotation_texts(record)
-        else:
-            yield from file
+        yield from file
 
 
 def _read_lines(texts_or_files):

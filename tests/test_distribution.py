@@ -1,0 +1,337 @@
+"""Layout maps and distributed training steps on 8 host CPU devices.
+
+JAX fixes its device count when it starts, so the multi-device tests run
+in a child pytest process started with
+`XLA_FLAGS=--xla_force_host_platform_device_count=8`
+(`test_on_eight_host_devices`); the rest run here.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_mirasol.distribution import check_layout_map
+from keras_mirasol.distribution import layout_map
+from keras_mirasol.distribution import make_distribution
+from keras_mirasol.distribution import parse_mesh
+from keras_mirasol.distribution import unmatched_variables
+from keras_mirasol.distribution import variable_shapes
+from keras_mirasol.models.backbone import MirasolBackbone
+from keras_mirasol.models.causal_lm import MirasolCausalLM
+from keras_mirasol.models.presets import backbone_presets
+from keras_mirasol.training import data_parallel_size
+from tests.conftest import random_inputs
+from tests.conftest import small_config
+
+CHILD = os.environ.get("KERAS_MIRASOL_DEVICE_TEST") == "8"
+jax_only = pytest.mark.skipif(
+    CHILD or keras.backend.backend() != "jax",
+    reason="runs on the JAX backend, in the parent process",
+)
+# Tests marked in_child; the parent checks that all of them passed.
+CHILD_TESTS = 10
+in_child = pytest.mark.skipif(
+    not CHILD, reason="needs 8 devices: runs in test_on_eight_host_devices"
+)
+
+# Weights that may stay replicated: norms and biases, 1-D and small.
+REPLICATED_OK = ("gamma", "beta", "bias")
+
+
+def mesh_config(**overrides):
+    """`small_config` with 4 heads everywhere, so a 4-way axis divides."""
+    heads = {
+        f"{part}_num_heads": 4 for part in ("video", "audio", "av", "text")
+    }
+    return small_config(**{**heads, **overrides})
+
+
+def one_device_mesh():
+    return keras.distribution.DeviceMesh(
+        (1, 1), ("batch", "model"), keras.distribution.list_devices()[:1]
+    )
+
+
+# --- Here: no device count needed -----------------------------------------
+
+
+@jax_only
+def test_on_eight_host_devices():
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        KERAS_BACKEND="jax",
+        KERAS_MIRASOL_DEVICE_TEST="8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        + ["-m", "not large", __file__],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    output = result.stdout[-8000:] + result.stderr[-4000:]
+    assert result.returncode == 0, output
+    # The child ran every multi-device test rather than skipping them.
+    assert f"{CHILD_TESTS} passed" in result.stdout, output
+
+
+@pytest.mark.parametrize(
+    "name,overrides",
+    [(name, {}) for name in backbone_presets]
+    + [
+        ("mirasol_tiny", {"combiner_type": "ttm"}),
+        ("mirasol_tiny", {"tie_word_embeddings": False}),
+        ("mirasol_3b", {"combiner_type": "ttm", "cross_attention_every": 2}),
+    ],
+)
+@jax_only
+def test_layout_map_covers_every_kernel_and_embedding(name, overrides):
+    config = {**backbone_presets[name]["config"], **overrides}
+    shapes = variable_shapes(config)
+    layouts = layout_map(one_device_mesh())
+    unmatched = unmatched_variables(layouts, shapes)
+    sharded = [path for path in shapes if path not in unmatched]
+    assert sharded
+    left = [
+        (path, shapes[path])
+        for path in unmatched
+        if not path.endswith(REPLICATED_OK) or len(shapes[path]) > 1
+    ]
+    assert not left, f"replicated by accident: {left}"
+    # Replicated weights are a tiny part of the model.
+    total = sum(np.prod(s) for s in shapes.values())
+    replicated = sum(np.prod(shapes[p]) for p in unmatched)
+    assert replicated / total < 0.01, (name, replicated, total)
+    check_layout_map(layouts, config)
+
+
+@jax_only
+def test_every_layout_key_matches_some_model():
+    shapes = {}
+    for overrides in (
+        {},
+        {"combiner_type": "ttm", "tie_word_embeddings": False},
+    ):
+        shapes.update(variable_shapes(small_config(**overrides)))
+    layouts = layout_map(one_device_mesh())
+    unused = [
+        key
+        for key in layouts
+        if not any(re.fullmatch(key, path) for path in shapes)
+    ]
+    assert not unused
+
+
+@jax_only
+def test_variable_shapes_allocate_nothing_and_match_the_model():
+    config = small_config(combiner_type="ttm")
+    shapes = variable_shapes(config)
+    backbone = MirasolBackbone(**config)
+    assert shapes == {v.path: tuple(v.shape) for v in backbone.weights}
+    # The shape-only variables are not initialised later on either.
+    from keras.src.backend.common import global_state
+
+    pending = global_state.get_global_attribute("uninitialized_variables")
+    assert not pending
+
+
+@pytest.mark.skipif(CHILD, reason="runs in the parent process")
+def test_parse_mesh():
+    assert parse_mesh("2x4") == (2, 4)
+    assert parse_mesh("8") == (8, 1)
+    assert parse_mesh((1, 8)) == (1, 8)
+    for bad in ("2by4", "0x8", "2x2x2", ""):
+        with pytest.raises(ValueError, match="BATCHxMODEL"):
+            parse_mesh(bad)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "jax", reason="the error is for other backends"
+)
+def test_other_backends_are_told_to_use_jax():
+    with pytest.raises(ValueError, match="KERAS_BACKEND=jax"):
+        make_distribution(data_parallel=True)
+
+
+@jax_only
+def test_layout_map_rejects_unknown_axis_names():
+    with pytest.raises(ValueError, match="'tensor' is not an axis"):
+        layout_map(one_device_mesh(), model_parallel_dim_name="tensor")
+
+
+# --- In the child: 8 host devices ------------------------------------------
+
+
+def _mesh_2x4():
+    return make_distribution(mesh="2x4")
+
+
+def _build_lm(config):
+    lm = MirasolCausalLM(MirasolBackbone(**config))
+    lm.compile(
+        optimizer=keras.optimizers.AdamW(1e-3, global_clipnorm=1.0),
+        sampler="greedy",
+    )
+    return lm
+
+
+def _train_step(lm, weights, batch):
+    lm.set_weights(weights)
+    x, y, sample_weight = batch
+    logs = lm.train_on_batch(
+        x, y, sample_weight=sample_weight, return_dict=True
+    )
+    return logs["loss"], [np.asarray(w) for w in lm.get_weights()]
+
+
+def _batch(config, batch_size=8, length=8):
+    x = random_inputs(config, batch_size=batch_size, length=length, seed=3)
+    rng = np.random.default_rng(4)
+    y = rng.integers(1, config["vocabulary_size"], x["token_ids"].shape)
+    sample_weight = np.ones(y.shape, "float32")
+    sample_weight[:, :3] = 0
+    return x, y.astype("int32"), sample_weight
+
+
+@in_child
+def test_eight_devices_are_visible():
+    assert len(keras.distribution.list_devices()) == 8
+
+
+@in_child
+def test_variables_carry_the_layout_maps_sharding():
+    distribution = _mesh_2x4()
+    layouts = distribution._layout_map
+    with distribution.scope():
+        backbone = MirasolBackbone(**mesh_config(combiner_type="ttm"))
+    sharded = 0
+    for variable in backbone.weights:
+        layout = layouts[variable.path]
+        expected = (
+            tuple(layout.axes)
+            if layout is not None
+            else (None,) * len(variable.shape)
+        )
+        spec = tuple(variable.value.sharding.spec)
+        spec += (None,) * (len(variable.shape) - len(spec))
+        assert spec == expected, variable.path
+        assert len(variable.value.sharding.device_set) == 8
+        sharded += layout is not None
+    assert sharded > len(backbone.weights) // 2
+
+
+@in_child
+@pytest.mark.parametrize("kind", ["mesh_2x4", "data_parallel"])
+def test_train_step_matches_one_device(kind):
+    config = mesh_config()
+    batch = _batch(config)
+    reference = _build_lm(config)
+    weights = [np.asarray(w) for w in reference.get_weights()]
+    loss, updated = _train_step(reference, weights, batch)
+
+    distribution = (
+        _mesh_2x4()
+        if kind == "mesh_2x4"
+        else make_distribution(data_parallel=True)
+    )
+    with distribution.scope():
+        lm = _build_lm(config)
+        distributed_loss, distributed_updated = _train_step(lm, weights, batch)
+    np.testing.assert_allclose(distributed_loss, loss, rtol=1e-4)
+    moved = 0
+    for before, after, expected in zip(weights, distributed_updated, updated):
+        np.testing.assert_allclose(after, expected, rtol=1e-4, atol=1e-6)
+        moved += not np.array_equal(before, expected)
+    # The step changed the weights, so equal updates are a real check.
+    assert moved > len(weights) // 2
+
+
+@in_child
+def test_generate_under_model_parallel():
+    config = mesh_config()
+    x, _, _ = _batch(config, batch_size=2, length=12)
+    x["padding_mask"][:, 4:] = 0
+    x["token_ids"] = x["token_ids"] * x["padding_mask"]
+    reference = _build_lm(config)
+    weights = reference.get_weights()
+    options = dict(stop_token_ids=None, strip_prompt=False)
+    expected = reference.generate(x, **options)["token_ids"]
+    with _mesh_2x4().scope():
+        lm = _build_lm(config)
+        lm.set_weights(weights)
+        got = lm.generate(x, **options)["token_ids"]
+    np.testing.assert_array_equal(got, expected)
+    # The prompts are kept and tokens were generated after them.
+    np.testing.assert_array_equal(got[:, :4], x["token_ids"][:, :4])
+    assert np.asarray(got)[:, 4:].any()
+
+
+@in_child
+def test_every_preset_fits_a_2x4_mesh():
+    layouts = _mesh_2x4()._layout_map
+    for name, preset in backbone_presets.items():
+        check_layout_map(layouts, preset["config"])
+
+
+@in_child
+def test_indivisible_dimension_names_the_layer_and_axis():
+    with _mesh_2x4().scope():
+        with pytest.raises(ValueError) as error:
+            MirasolBackbone(**mesh_config(text_num_heads=2))
+    message = str(error.value)
+    assert "text_decoder/transformer_layer_0/self_attention/query" in message
+    assert "mesh axis 'model' of size 4" in message
+    # Only the text decoder is named: the other components fit.
+    assert "video_encoder" not in message
+
+
+@in_child
+def test_key_matching_nothing_is_an_error():
+    distribution = _mesh_2x4()
+    distribution._layout_map["video_encoder/typo_layer/kernel"] = (
+        None,
+        "model",
+    )
+    with distribution.scope():
+        with pytest.raises(ValueError, match="typo_layer.*match no variable"):
+            MirasolBackbone(**mesh_config())
+
+
+@in_child
+def test_mesh_larger_than_the_devices():
+    with pytest.raises(ValueError, match="needs 16 devices.*sees 8"):
+        make_distribution(mesh="4x4")
+
+
+@in_child
+def test_batch_size_must_split_over_replicas():
+    from keras_mirasol.training import train
+
+    distribution = make_distribution(data_parallel=True)
+    assert data_parallel_size(distribution) == 8
+    with pytest.raises(ValueError, match="batch_size=6 .* 8 data-parallel"):
+        train("unused", "unused", batch_size=6, distribution=distribution)
+
+
+@pytest.mark.skipif(CHILD, reason="runs in the parent process")
+def test_cli_train_refuses_a_mesh_larger_than_the_devices(tmp_path):
+    from keras_mirasol.cli import main
+
+    expected = (
+        "needs 16 devices"
+        if keras.backend.backend() == "jax"
+        else "KERAS_BACKEND=jax"
+    )
+    with pytest.raises(ValueError, match=expected):
+        main(
+            ["train", "--train", str(tmp_path), "--out", str(tmp_path / "run")]
+            + ["--mesh", "4x4"]
+        )
+    assert not (tmp_path / "run").exists()
