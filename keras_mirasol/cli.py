@@ -26,6 +26,7 @@ def cmd_demo(args):
         steps=args.steps,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
         preset=args.preset,
         seed=args.seed,
         workers=args.workers,
@@ -171,6 +172,27 @@ def cmd_generate(args):
     return 0
 
 
+def cmd_export(args):
+    """Export a run as a SavedModel for TF Serving."""
+    from keras_mirasol.export import DEFAULT_SIGNATURES
+    from keras_mirasol.export import export_saved_model
+
+    signatures = args.signature or list(DEFAULT_SIGNATURES)
+    if args.answer and "answer" not in signatures:
+        signatures.append("answer")
+    result = export_saved_model(
+        _load_task(args.model),
+        args.out,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        signatures=signatures,
+        platforms=args.platform,
+        overwrite=args.overwrite,
+    )
+    _json_line(result)
+    return 0
+
+
 def cmd_params(args):
     """Print each preset's per-component parameter count."""
     from keras_mirasol.models.parameter_count import count_parameters
@@ -224,9 +246,10 @@ def build_parser():
         "--workdir", default=".", help="Writes data/demo and runs/demo here."
     )
     demo.add_argument("--clips", type=int, default=2000)
-    demo.add_argument("--steps", type=int, default=1100)
+    demo.add_argument("--steps", type=int, default=1000)
     demo.add_argument("--epochs", type=int, default=10)
     demo.add_argument("--batch-size", type=int, default=64)
+    demo.add_argument("--learning-rate", type=float, default=3e-3)
     demo.add_argument("--preset", default="mirasol_tiny")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workers", type=int, default=None)
@@ -333,6 +356,60 @@ def build_parser():
     generate.add_argument("--question", required=True, action="append")
     generate.add_argument("--max-length", type=int, default=None)
     generate.set_defaults(func=cmd_generate)
+
+    export = sub.add_parser(
+        "export",
+        help="Export a run as a SavedModel for TF Serving (signatures "
+        "serving_default, encode_av, generate, and with --answer a "
+        "string-in/string-out answer; ends with a JSON line).",
+    )
+    export.add_argument("--model", required=True)
+    export.add_argument(
+        "--out",
+        required=True,
+        help="The SavedModel directory, e.g. exported/mirasol/1 (TF "
+        "Serving loads numbered version folders).",
+    )
+    export.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="Prompt plus answer length of generate/answer (default: the "
+        "preprocessor's sequence_length).",
+    )
+    export.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="Fix the batch size (default: dynamic).",
+    )
+    export.add_argument(
+        "--signature",
+        action="append",
+        default=None,
+        choices=["serving_default", "encode_av", "generate", "answer"],
+        help="Export only these signatures (repeatable; default: "
+        "serving_default, encode_av, generate).",
+    )
+    export.add_argument(
+        "--answer",
+        action="store_true",
+        help="Also export `answer` (question strings in, answer strings "
+        "out; the server needs TensorFlow Text ops, as TF Serving has).",
+    )
+    export.add_argument(
+        "--platform",
+        action="append",
+        default=None,
+        help="JAX only: a platform the export runs on, e.g. cpu, cuda "
+        "(repeatable; default: the exporting one).",
+    )
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace a SavedModel already in --out.",
+    )
+    export.set_defaults(func=cmd_export)
 
     params = sub.add_parser(
         "params",
