@@ -73,9 +73,10 @@ def results_table(results):
 def run_demo(
     workdir=".",
     clips=2000,
-    steps=1100,
+    steps=1200,
     epochs=10,
     batch_size=64,
+    learning_rate=2e-3,
     preset="mirasol_tiny",
     seed=0,
     workers=None,
@@ -100,10 +101,14 @@ def run_demo(
         steps=steps,
         epochs=epochs,
         batch_size=batch_size,
+        learning_rate=learning_rate,
         seed=seed,
         cache=True,
         threads=1,  # the other core(s) run the model
         verbose=2,
+        # Validation after the last epoch only: each pass costs time the
+        # demo's budget gives to training.
+        validation_freq=epochs,
     )
     train_seconds = time.time() - start - data_seconds
     results = {
@@ -122,6 +127,7 @@ def run_demo(
         "parameters": lm.backbone.count_params(),
         "steps": steps,
         "batch_size": batch_size,
+        "learning_rate": learning_rate,
         "examples": full["examples"],
         "accuracy": full["accuracy"],
         "per_type": {k: v["accuracy"] for k, v in full["per_type"].items()},

@@ -116,6 +116,7 @@ def train(
     cache=False,
     threads=None,
     verbose=1,
+    validation_freq=1,
     distribution=None,
     **overrides,
 ):
@@ -142,6 +143,8 @@ def train(
             (see `snippet_dataset`).
         verbose: int. Keras progress bar (1), one line per epoch (2), or
             quiet (0).
+        validation_freq: int. Validate every this many epochs (and the
+            first time after that many).
         distribution: a `keras.distribution.Distribution` (see
             `keras_mirasol.distribution.make_distribution`) to build and
             train the model under, or None for one device. `batch_size`
@@ -176,6 +179,7 @@ def train(
                 cache=cache,
                 threads=threads,
                 verbose=verbose,
+                validation_freq=validation_freq,
                 **overrides,
             )
     os.makedirs(out_dir, exist_ok=True)
@@ -239,6 +243,7 @@ def train(
         validation_data=val_ds,
         steps_per_epoch=steps_per_epoch,
         validation_steps=val_steps,
+        validation_freq=validation_freq,
         epochs=epochs,
         shuffle=False,  # the pipeline shuffles (seeded)
         callbacks=callbacks,

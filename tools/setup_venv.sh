@@ -11,5 +11,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 target="$REPO_ROOT"
 if [ -n "${MIRASOL_EXTRAS:-}" ]; then target="$REPO_ROOT[$MIRASOL_EXTRAS]"; fi
-"$VENV/bin/python" -m pip install -q -e "$target"
+# Reinstall only when the dependencies or extras change (the install is
+# editable, so code changes need none).
+stamp="$VENV/.keras_mirasol_install${MIRASOL_EXTRAS:+_$MIRASOL_EXTRAS}"
+want="$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  "$VENV/bin/python" -m pip install -q -e "$target"
+  echo "$want" > "$stamp"
+fi
 export PATH="$VENV/bin:$PATH"
