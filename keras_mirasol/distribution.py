@@ -19,9 +19,11 @@ host, before building the distribution (`keras-mirasol train
 
 import contextlib
 import math
+import random
 import re
 
 import keras
+import numpy as np
 
 # Which dimension of each weight kind goes to which mesh axis. "model" and
 # "batch" stand for the mesh's model- and data-parallel axis names; None
@@ -215,12 +217,20 @@ def _shape_only():
 
     Variables made in a `keras.StatelessScope` are registered for later
     initialisation; this keeps them out of that registry, so nothing is
-    ever allocated for them.
+    ever allocated for them. It also restores the Python and NumPy random
+    states (unseeded initialisers and dropout layers draw their seeds from
+    Python's `random` when they are created) and Keras' layer name
+    counters, so a shape-only build before the real one changes neither
+    the real model's initial weights nor its layer names.
     """
     from keras.src.backend.common import global_state
 
     registry = "uninitialized_variables"
     pending = list(global_state.get_global_attribute(registry) or [])
+    uids = global_state.get_global_attribute("object_name_uids")
+    uids = None if uids is None else uids.copy()
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
     outer = keras.distribution.distribution()
     keras.distribution.set_distribution(None)
     try:
@@ -229,6 +239,9 @@ def _shape_only():
     finally:
         keras.distribution.set_distribution(outer)
         global_state.set_global_attribute(registry, pending)
+        global_state.set_global_attribute("object_name_uids", uids)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def variable_shapes(config):

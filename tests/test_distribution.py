@@ -34,7 +34,7 @@ jax_only = pytest.mark.skipif(
     reason="runs on the JAX backend, in the parent process",
 )
 # Tests marked in_child; the parent checks that all of them passed.
-CHILD_TESTS = 10
+CHILD_TESTS = 11
 in_child = pytest.mark.skipif(
     not CHILD, reason="needs 8 devices: runs in test_on_eight_host_devices"
 )
@@ -140,6 +140,26 @@ def test_variable_shapes_allocate_nothing_and_match_the_model():
 
     pending = global_state.get_global_attribute("uninitialized_variables")
     assert not pending
+
+
+@jax_only
+def test_shape_only_build_leaves_initial_weights_and_names_unchanged():
+    config = small_config(dropout=0.1)
+
+    def build(check_first):
+        keras.utils.clear_session()  # layer name counters start afresh
+        keras.utils.set_random_seed(7)
+        if check_first:
+            variable_shapes(config)
+        backbone = MirasolBackbone(**config)
+        names = [layer.name for layer in backbone._flatten_layers()]
+        return names, [np.asarray(w) for w in backbone.get_weights()]
+
+    names, weights = build(check_first=False)
+    names_after_check, weights_after_check = build(check_first=True)
+    assert names_after_check == names
+    for a, b in zip(weights_after_check, weights):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.skipif(CHILD, reason="runs in the parent process")
@@ -318,6 +338,53 @@ def test_batch_size_must_split_over_replicas():
     assert data_parallel_size(distribution) == 8
     with pytest.raises(ValueError, match="batch_size=6 .* 8 data-parallel"):
         train("unused", "unused", batch_size=6, distribution=distribution)
+
+
+@in_child
+def test_cli_train_on_records_under_a_mesh_matches_one_device(tmp_path):
+    """`keras-mirasol train --mesh 2x4`: real mp4 -> records -> `fit`."""
+    import json
+
+    from keras_mirasol.cli import main
+    from keras_mirasol.data.records import convert
+    from keras_mirasol.data.synthetic import write_dataset
+
+    media = tmp_path / "media"
+    splits = (("train", 0.75), ("val", 0.25))
+    write_dataset(str(media), clips=8, splits=splits, image_size=32, workers=1)
+    for split, _ in splits:
+        convert(
+            str(media / "videos"),
+            [str(media / f"{split}.jsonl")],
+            str(tmp_path / split),
+            workers=1,
+            verbose=False,
+        )
+    common = ["train", "--train", str(tmp_path / "train")]
+    common += ["--val", str(tmp_path / "val"), "--steps", "2"]
+    # 2 val clips of 6 questions: 3 whole batches of 4, none dropped.
+    common += ["--epochs", "2", "--batch-size", "4"]
+    assert main(common + ["--out", str(tmp_path / "one")]) == 0
+    mesh_run = ["--out", str(tmp_path / "mesh"), "--mesh", "2x4"]
+    assert main(common + mesh_run) == 0
+
+    def history(run):
+        return json.loads((tmp_path / run / "history.json").read_text())
+
+    one, mesh = history("one"), history("mesh")
+    assert set(mesh) == set(one) and "val_loss" in mesh
+    for key in one:
+        np.testing.assert_allclose(mesh[key], one[key], rtol=1e-4, err_msg=key)
+    # Both saved runs load on one device with the same trained weights.
+    expected = MirasolCausalLM.from_preset(str(tmp_path / "one"))
+    got = MirasolCausalLM.from_preset(str(tmp_path / "mesh"))
+    # Two AdamW steps of 2e-3 move each weight by up to 4e-3; the sharded
+    # reductions differ from one device's in float rounding only.
+    for a, b in zip(got.get_weights(), expected.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    checkpoints = sorted(os.listdir(tmp_path / "mesh" / "checkpoints"))
+    assert checkpoints == ["epoch_001.weights.h5", "epoch_002.weights.h5"]
+    assert not (tmp_path / "mesh" / "backup").exists()
 
 
 @pytest.mark.skipif(CHILD, reason="runs in the parent process")
