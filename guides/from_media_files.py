@@ -103,7 +103,7 @@ print({k: (tuple(v.shape), v.dtype.name) for k, v in batch.items()})
 
 `train` fits a preset with AdamW, checkpoints every epoch, keeps a backup
 that a killed run resumes from, and saves the run folder as a preset. Here
-a few steps only: `keras-mirasol demo` trains 1500.
+a few steps only: `keras-mirasol demo` trains 1,200.
 """
 
 lm, history = train(

@@ -8,8 +8,12 @@ from keras import ops
 class TubeletEmbedding(keras.layers.Layer):
     """Cut a clip into non-overlapping tubelets and embed each one.
 
-    A Conv3D with kernel = stride = `tubelet_size` (ViViT / TubeViT
-    tubelet embedding), flattened to a token sequence.
+    The ViViT / TubeViT tubelet embedding: equal to a Conv3D with kernel =
+    stride = `tubelet_size`, and its kernel has the Conv3D shape
+    `[t, p, p, C, D]`, but it is computed as a reshape into tubelets and
+    one `EinsumDense` contraction. A strided Conv3D's gradient is very
+    slow on a CPU without XLA (TensorFlow's default there); a matmul is
+    fast on every backend and device.
 
     Args:
         hidden_dim: int. Width `D` of each token.
@@ -20,24 +24,26 @@ class TubeletEmbedding(keras.layers.Layer):
             `H % p == W % p == 0`.
 
     Returns:
-        float `[B, (F / t) * (H / p) * (W / p), D]`.
+        float `[B, (F / t) * (H / p) * (W / p), D]`, tokens in
+        (time, row, column) order.
     """
 
     def __init__(self, hidden_dim, tubelet_size, **kwargs):
         super().__init__(**kwargs)
         self.hidden_dim = hidden_dim
         self.tubelet_size = tuple(tubelet_size)
-        self.projection = keras.layers.Conv3D(
-            hidden_dim,
-            kernel_size=self.tubelet_size,
-            strides=self.tubelet_size,
-            padding="valid",
+        self.projection = keras.layers.EinsumDense(
+            "bntpqc,tpqcd->bnd",
+            output_shape=(None, hidden_dim),
+            bias_axes="d",
             dtype=self.dtype_policy,
             name="projection",
         )
 
     def build(self, inputs_shape):
-        self.projection.build(inputs_shape)
+        t, p_h, p_w = self.tubelet_size
+        channels = inputs_shape[-1]
+        self.projection.build((None, None, t, p_h, p_w, channels))
         self.built = True
 
     def num_tokens(self, inputs_shape):
@@ -46,10 +52,27 @@ class TubeletEmbedding(keras.layers.Layer):
         return (frames // t) * (height // p_h) * (width // p_w)
 
     def call(self, inputs):
-        x = self.projection(inputs)
-        return ops.reshape(
-            x, (-1, self.num_tokens(inputs.shape), self.hidden_dim)
+        frames, height, width, channels = inputs.shape[1:]
+        t, p_h, p_w = self.tubelet_size
+        x = ops.reshape(
+            inputs,
+            (
+                -1,
+                frames // t,
+                t,
+                height // p_h,
+                p_h,
+                width // p_w,
+                p_w,
+                channels,
+            ),
         )
+        # [B, F/t, H/p, W/p, t, p, p, C]: one tubelet per token position.
+        x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
+        x = ops.reshape(
+            x, (-1, self.num_tokens(inputs.shape), t, p_h, p_w, channels)
+        )
+        return self.projection(x)
 
     def compute_output_shape(self, inputs_shape):
         return (inputs_shape[0], self.num_tokens(inputs_shape), self.hidden_dim)

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 
 from keras_mirasol.layers import TubeletEmbedding
@@ -23,3 +24,21 @@ def test_each_token_sees_only_its_own_tubelet():
         np.abs(to_numpy(layer(x)) - to_numpy(layer(y))) > CHANGED, axis=-1
     )[0]
     assert np.flatnonzero(changed).tolist() == [1 * 4 + 2]
+
+
+def test_equals_a_strided_conv3d_with_the_same_kernel():
+    layer = TubeletEmbedding(6, (2, 4, 4))
+    x = np.random.default_rng(0).uniform(size=(2, 4, 8, 12, 3))
+    x = x.astype("float32")
+    got = to_numpy(layer(x))
+    kernel, bias = layer.get_weights()
+    # The kernel keeps the Conv3D layout [t, p, p, C, D].
+    assert kernel.shape == (2, 4, 4, 3, 6) and bias.shape == (6,)
+    conv = keras.layers.Conv3D(6, (2, 4, 4), strides=(2, 4, 4))
+    conv.build(x.shape)
+    bias = np.random.default_rng(1).normal(size=bias.shape)
+    layer.set_weights([kernel, bias.astype("float32")])
+    conv.set_weights([kernel, bias.astype("float32")])
+    expected = to_numpy(conv(x)).reshape(2, -1, 6)
+    np.testing.assert_allclose(to_numpy(layer(x)), expected, atol=1e-5)
+    assert got.shape == expected.shape
