@@ -9,11 +9,11 @@ class TubeletEmbedding(keras.layers.Layer):
     """Cut a clip into non-overlapping tubelets and embed each one.
 
     The ViViT / TubeViT tubelet embedding: equal to a Conv3D with kernel =
-    stride = `tubelet_size`, and its kernel has the Conv3D shape
-    `[t, p, p, C, D]`, but it is computed as a reshape into tubelets and
-    one `EinsumDense` contraction. A strided Conv3D's gradient is very
-    slow on a CPU without XLA (TensorFlow's default there); a matmul is
-    fast on every backend and device.
+    stride = `tubelet_size`, with the Conv3D's kernel shape `[t, p, p, C, D]`
+    and initialisation, but computed as a reshape into tubelets and one
+    `EinsumDense` contraction. A strided Conv3D's gradient is very slow on a
+    CPU without XLA (TensorFlow's default there); a matmul is fast on every
+    backend and device.
 
     Args:
         hidden_dim: int. Width `D` of each token.
@@ -36,6 +36,11 @@ class TubeletEmbedding(keras.layers.Layer):
             "bntpqc,tpqcd->bnd",
             output_shape=(None, hidden_dim),
             bias_axes="d",
+            # Glorot with a Conv3D's fans (in: t*p*p*C, out: t*p*p*D), so
+            # the kernel starts as Keras initialises the Conv3D it equals.
+            kernel_initializer=keras.initializers.GlorotUniform(
+                input_axes=(0, 1, 2, 3), output_axes=(0, 1, 2, 4)
+            ),
             dtype=self.dtype_policy,
             name="projection",
         )

@@ -42,3 +42,15 @@ def test_equals_a_strided_conv3d_with_the_same_kernel():
     expected = to_numpy(conv(x)).reshape(2, -1, 6)
     np.testing.assert_allclose(to_numpy(layer(x)), expected, atol=1e-5)
     assert got.shape == expected.shape
+
+
+def test_kernel_starts_as_a_conv3ds_would():
+    shape = (2, 4, 8, 8, 3)
+    keras.utils.set_random_seed(3)
+    layer = TubeletEmbedding(16, (2, 4, 4))
+    layer.build(shape)
+    keras.utils.set_random_seed(3)
+    conv = keras.layers.Conv3D(16, (2, 4, 4), strides=(2, 4, 4))
+    conv.build(shape)
+    for got, expected in zip(layer.get_weights(), conv.get_weights()):
+        np.testing.assert_array_equal(got, expected)
