@@ -40,28 +40,30 @@ def _input_names(backbone, signature):
     return media + ["token_ids", "padding_mask"]
 
 
+def _input_shapes(backbone, batch, length):
+    """Each input's shape, with `batch` and `length` for those dims."""
+    return {
+        "video": (batch, backbone.num_frames, *backbone.image_size, 3),
+        "audio": (batch, backbone.num_audio_samples),
+        "token_ids": (batch, length),
+        "padding_mask": (batch, length),
+        "question": (batch,),
+    }
+
+
 def _input_specs(backbone, names, batch_size, length):
     """`tf.TensorSpec`s named after the inputs; `None` dims are dynamic."""
-    shapes = {
-        "video": (batch_size, backbone.num_frames, *backbone.image_size, 3),
-        "audio": (batch_size, backbone.num_audio_samples),
-        "token_ids": (batch_size, length),
-        "padding_mask": (batch_size, length),
-        "question": (batch_size,),
-    }
+    shapes = _input_shapes(backbone, batch_size, length)
     return [tf.TensorSpec(shapes[n], _DTYPES[n], name=n) for n in names]
 
 
 def _jax_shapes(backbone, names, batch_size, length):
     """jax2tf `polymorphic_shapes`: one symbol for dims that must agree."""
-    batch = "batch" if batch_size is None else str(batch_size)
-    text = "length" if length is None else str(length)
-    shapes = {
-        "video": (batch, backbone.num_frames, *backbone.image_size, 3),
-        "audio": (batch, backbone.num_audio_samples),
-        "token_ids": (batch, text),
-        "padding_mask": (batch, text),
-    }
+    shapes = _input_shapes(
+        backbone,
+        "batch" if batch_size is None else batch_size,
+        "length" if length is None else length,
+    )
     return [f"({', '.join(str(d) for d in shapes[n])})" for n in names]
 
 
