@@ -4,7 +4,8 @@
 rate and a mono float32 waveform at a target sample rate, both covering
 the same time from the start of the file; a file without an audio track
 gets silence and `has_audio=False`. `write_clip` writes H.264 + AAC mp4
-files (used by the synthetic dataset and the tests).
+files, or lossless H.264 + ALAC ones (used by the synthetic dataset and
+the tests).
 """
 
 import math
@@ -126,8 +127,47 @@ def _place(audio, chunk, sample_rate, cursor):
     return start + len(samples)
 
 
-def write_clip(path, video, fps, audio=None, sample_rate=16000):
-    """Write an H.264 (+ AAC) mp4 file.
+def rgb_to_yuv420p(video):
+    """RGB frames to the planes of 4:2:0 YUV, in integer arithmetic.
+
+    BT.601 limited range (FFmpeg's default for untagged video), with each
+    2x2 block's RGB averaged before its chroma is computed. Integer NumPy
+    only, so the same frames give the same planes on any machine; FFmpeg's
+    own conversion has SIMD variants that are not guaranteed bit-exact.
+
+    Args:
+        video: uint8 `[F, H, W, 3]`; H and W even.
+
+    Returns:
+        uint8 `[F, 3 * H // 2, W]`: the Y plane `[H, W]` above the U and V
+        planes `[H / 2, W / 2]` each, laid out as PyAV's `yuv420p`
+        `VideoFrame.from_ndarray` takes them.
+    """
+    rgb = np.asarray(video, np.int32)
+    frames, height, width = rgb.shape[:3]
+    if height % 2 or width % 2:
+        raise ValueError(
+            f"Frames must have an even height and width for 4:2:0 video, "
+            f"got {height}x{width}; crop or pad them by one pixel."
+        )
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    blocks = rgb.reshape(frames, height // 2, 2, width // 2, 2, 3)
+    mean = (blocks.sum(axis=(2, 4)) + 2) >> 2
+    r, g, b = mean[..., 0], mean[..., 1], mean[..., 2]
+    u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128
+    v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128
+    chroma = np.stack([u, v], axis=1).reshape(frames, height // 2, width)
+    return np.concatenate([y, chroma], axis=1).astype(np.uint8)
+
+
+def write_clip(path, video, fps, audio=None, sample_rate=16000, lossless=False):
+    """Write an H.264 mp4 file with AAC (or, lossless, ALAC) audio.
+
+    The file is a function of the arguments only: RGB is converted to YUV
+    in NumPy (`rgb_to_yuv420p`), both encoders run on one thread and the
+    container and codecs are written with FFmpeg's `bitexact` flags (no
+    library versions or clocks in the file).
 
     Args:
         path: str. Output file.
@@ -136,30 +176,57 @@ def write_clip(path, video, fps, audio=None, sample_rate=16000):
         audio: float `[S]` mono waveform in `[-1, 1]`, or None for a file
             without an audio track.
         sample_rate: int. Rate of `audio`.
+        lossless: bool. Lossless H.264 (constant QP 0) and ALAC audio
+            (16-bit): decoding gives back exactly the YUV planes and the
+            16-bit samples that were written, whatever decisions the
+            encoder took. Defaults to `False` (H.264 at x264's defaults,
+            AAC: what cameras and phones write).
     """
-    video = np.asarray(video, np.uint8)
-    with av.open(str(path), "w") as container:
-        video_stream = container.add_stream("libx264", rate=int(fps))
-        video_stream.height, video_stream.width = video.shape[1:3]
+    planes = rgb_to_yuv420p(video)
+    height, width = planes.shape[1] * 2 // 3, planes.shape[2]
+    options = {"fflags": "+bitexact"}
+    with av.open(str(path), "w", options=options) as container:
+        video_options = {"threads": "1", "flags": "+bitexact"}
+        if lossless:
+            video_options.update(qp="0", preset="ultrafast")
+        video_stream = container.add_stream(
+            "libx264", rate=int(fps), options=video_options
+        )
+        video_stream.height, video_stream.width = height, width
         video_stream.pix_fmt = "yuv420p"
         audio_stream = None
         if audio is not None:
-            audio_stream = container.add_stream("aac", rate=sample_rate)
+            audio_stream = container.add_stream(
+                "alac" if lossless else "aac",
+                rate=sample_rate,
+                options={"threads": "1", "flags": "+bitexact"},
+            )
             audio_stream.layout = "mono"
-        for image in video:
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            if lossless:
+                audio_stream.format = "s16p"
+        for index, image in enumerate(planes):
+            frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
+            frame.pts = index
             container.mux(video_stream.encode(frame))
         container.mux(video_stream.encode(None))
         if audio_stream is not None:
-            audio = np.asarray(audio, np.float32)
-            size = audio_stream.codec_context.frame_size or 1024
-            for start in range(0, len(audio), size):
-                frame = av.AudioFrame.from_ndarray(
-                    audio[None, start : start + size],
-                    format="fltp",
-                    layout="mono",
-                )
-                frame.sample_rate = sample_rate
-                frame.pts = start
-                container.mux(audio_stream.encode(frame))
-            container.mux(audio_stream.encode(None))
+            _encode_audio(container, audio_stream, audio, sample_rate)
+
+
+def _encode_audio(container, stream, audio, sample_rate):
+    """Mux a mono float waveform, in the stream's frame size."""
+    audio = np.asarray(audio, np.float32)
+    if stream.format.name == "s16p":
+        audio = np.clip(np.round(audio * 32767), -32768, 32767)
+        audio = audio.astype(np.int16)
+    size = stream.codec_context.frame_size or 4096
+    for start in range(0, len(audio), size):
+        frame = av.AudioFrame.from_ndarray(
+            audio[None, start : start + size],
+            format=stream.format.name,
+            layout="mono",
+        )
+        frame.sample_rate = sample_rate
+        frame.pts = start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))

@@ -29,9 +29,13 @@ single-modality shortcut answers the `aligned` questions: without audio a
 model can only pick one of the clip's 4 colours (25%), without video one of
 the 6 colours (17%).
 
-Clips are written as H.264 + AAC mp4 files with `write_clip`, annotations
-as JSONL lines `{"video", "question", "answer", "type", "clip_id"}`, one file
-per split. Everything is drawn from one seed.
+Clips are written as mp4 files of lossless H.264 video and ALAC audio with
+`write_clip(..., lossless=True)`, annotations as JSONL lines `{"video",
+"question", "answer", "type", "clip_id"}`, one file per split. Everything
+is drawn from one seed, and the files are a function of the seed: what a
+clip decodes to is fixed by the rendered arrays (lossless codecs, integer
+RGB to YUV), whatever decisions the encoder takes, on any machine and with
+any number of workers.
 """
 
 import json
@@ -211,7 +215,12 @@ def _write_one(job):
     if not os.path.exists(path):
         temporary = os.path.join(out_dir, "videos", f".{clip_id}.tmp.mp4")
         write_clip(
-            temporary, video, settings["fps"], audio, settings["sample_rate"]
+            temporary,
+            video,
+            settings["fps"],
+            audio,
+            settings["sample_rate"],
+            lossless=True,
         )
         os.replace(temporary, path)
     return [

@@ -1,9 +1,11 @@
+import av
 import numpy as np
 import pytest
 
 from keras_mirasol.data import MediaError
 from keras_mirasol.data import read_clip
 from keras_mirasol.data import write_clip
+from keras_mirasol.data.media import rgb_to_yuv420p
 
 RATE = 16000
 
@@ -87,3 +89,73 @@ def test_damaged_files_raise_media_error_naming_the_file(
 def test_missing_file(tmp_path):
     with pytest.raises(MediaError, match="missing.mp4"):
         read_clip(tmp_path / "missing.mp4")
+
+
+def colour_video(frames=6, size=32, seed=0):
+    """Random blocks of colour: edges in every 2x2 chroma block."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (frames, size // 4, size // 4, 3))
+    return np.repeat(np.repeat(small, 4, 1), 4, 2).astype(np.uint8)
+
+
+def test_lossless_clip_decodes_to_exactly_what_was_written(tmp_path):
+    video = colour_video()
+    audio = np.random.default_rng(1).uniform(-0.9, 0.9, RATE * 6 // 8)
+    audio = audio.astype(np.float32)
+    path = tmp_path / "lossless.mp4"
+    write_clip(path, video, fps=8, audio=audio, lossless=True)
+    clip = read_clip(path, sample_rate=RATE)
+    # The decoder's YUV -> RGB of the very planes that were written: no
+    # encoder decision can change what comes out.
+    expected = np.stack(
+        [
+            av.VideoFrame.from_ndarray(planes, format="yuv420p").to_ndarray(
+                format="rgb24"
+            )
+            for planes in rgb_to_yuv420p(video)
+        ]
+    )
+    np.testing.assert_array_equal(clip["video"], expected)
+    # 16-bit samples come back exactly (ALAC), in time.
+    pcm = np.clip(np.round(audio * 32767), -32768, 32767) / 32768
+    np.testing.assert_array_equal(clip["audio"], pcm.astype(np.float32))
+
+
+def test_lossy_clip_differs_from_the_written_planes(tmp_path):
+    """The default (H.264 at x264's defaults, AAC) is lossy: the property
+    above is what `lossless=True` adds."""
+    video = colour_video()
+    path = tmp_path / "lossy.mp4"
+    write_clip(path, video, fps=8)
+    clip = read_clip(path)
+    expected = rgb_to_yuv420p(video)
+    decoded = rgb_to_yuv420p(clip["video"])
+    assert np.abs(decoded.astype(int) - expected).max() > 8
+
+
+def test_rgb_to_yuv420p_matches_the_bt601_reference():
+    video = colour_video(frames=2, size=8)
+    planes = rgb_to_yuv420p(video)
+    assert planes.shape == (2, 12, 8) and planes.dtype == np.uint8
+    rgb = video.astype(float)
+    luma = (
+        16
+        + (65.738 * rgb[..., 0] + 129.057 * rgb[..., 1] + 25.064 * rgb[..., 2])
+        / 256
+    )
+    np.testing.assert_allclose(planes[:, :8], luma, atol=1)
+    # Pure colours land where BT.601 puts them.
+    for rgb_value, yuv in [
+        ((0, 0, 0), (16, 128, 128)),
+        ((255, 255, 255), (235, 128, 128)),
+        ((255, 0, 0), (82, 90, 240)),
+    ]:
+        frame = np.broadcast_to(np.uint8(rgb_value), (1, 2, 2, 3))
+        y, u, v = rgb_to_yuv420p(frame)[0].reshape(-1)[[0, 4, 5]]
+        assert abs(int(y) - yuv[0]) <= 1
+        assert abs(int(u) - yuv[1]) <= 1 and abs(int(v) - yuv[2]) <= 1
+
+
+def test_odd_frame_sizes_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match="even height and width.*31x32"):
+        rgb_to_yuv420p(np.zeros((1, 31, 32, 3), np.uint8))
