@@ -64,6 +64,7 @@ def cmd_convert(args):
         sample_rate=args.sample_rate,
         clips_per_shard=args.clips_per_shard,
         workers=args.workers,
+        timeout=args.timeout or None,
     )
     for item in report["skipped"]:
         print(f"skipped {item['input']}: {item['reason']}", file=sys.stderr)
@@ -281,6 +282,13 @@ def build_parser():
     convert.add_argument("--sample-rate", type=int, default=16000)
     convert.add_argument("--clips-per-shard", type=int, default=256)
     convert.add_argument("--workers", type=int, default=None)
+    convert.add_argument(
+        "--timeout",
+        type=float,
+        default=120,
+        help="Seconds one video may take to decode before its worker is "
+        "killed and the video skipped (needs --workers >= 2; 0: no limit).",
+    )
     convert.set_defaults(func=cmd_convert)
 
     train = sub.add_parser(

@@ -45,7 +45,9 @@ def read_clip(path, fps=None, image_size=None, sample_rate=16000):
         MediaError: the file is missing, empty, corrupt, or has no video.
     """
     try:
-        container = av.open(str(path))
+        # A damaged text tag must not cost the clip: PyAV decodes tags as
+        # strict UTF-8 by default and raises UnicodeDecodeError.
+        container = av.open(str(path), metadata_errors="replace")
     except (av.error.FFmpegError, OSError) as error:
         raise MediaError(f"Cannot open media file {path}: {error}") from error
     with container:
@@ -92,7 +94,7 @@ def read_clip(path, fps=None, image_size=None, sample_rate=16000):
 
 def _read_audio(path, seconds, sample_rate):
     num_samples = int(round(seconds * sample_rate))
-    with av.open(str(path)) as container:
+    with av.open(str(path), metadata_errors="replace") as container:
         if not container.streams.audio:
             return np.zeros((num_samples,), "float32"), False
         stream = container.streams.audio[0]

@@ -23,11 +23,14 @@ feature_lists:
 `shard-SSSSS-of-NNNNN.tfrecord` files and, next to each, a `.json` of the
 inputs it skipped. A run that is stopped and started again keeps finished
 shards. `report.json` lists every skipped annotation with its reason (a
-missing, empty, corrupt or truncated file, or a bad annotation line), so
-none is dropped silently; clips without an audio track are kept (silence)
-and listed under `no_audio`.
+missing, empty, corrupt or truncated file, any error while decoding, a
+decoder that crashed its worker or ran past the timeout, or a bad
+annotation line), so none is dropped silently and one damaged file costs
+only itself; clips without an audio track are kept (silence) and listed
+under `no_audio`.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -39,7 +42,7 @@ from keras_mirasol.data.annotations import iter_records
 from keras_mirasol.data.annotations import normalize
 from keras_mirasol.data.media import MediaError
 from keras_mirasol.data.media import read_clip
-from keras_mirasol.data.workers import worker_pool
+from keras_mirasol.data.workers import isolated_pool
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 SETTINGS_FILE = "convert.json"
@@ -142,15 +145,38 @@ def serialize_clip(clip, annotations, clip_id, video_name):
     return example.SerializeToString()
 
 
-def _decode_one(job):
-    """Worker (no TensorFlow): decode one video; `(clip or None, reason)`."""
+def _decode_one(job, read=read_clip):
+    """Worker (no TensorFlow): decode one video.
+
+    Args:
+        job: `(path or None, fps, image_size, sample_rate)`.
+        read: the decoder, `read_clip` (tests pass another module-level
+            function with its signature).
+
+    Returns:
+        `(clip, None)`, or `(None, reason)` for a missing file or any
+        exception while decoding (PyAV raises more than `MediaError` on
+        damaged files, e.g. `UnicodeDecodeError` for a corrupt metadata
+        tag); the reason names the file.
+    """
     path, fps, image_size, sample_rate = job
     if path is None:
         return None, "file not found"
     try:
-        return read_clip(path, fps, image_size, sample_rate), None
+        return read(path, fps, image_size, sample_rate), None
     except MediaError as error:
         return None, str(error)
+    except Exception as error:
+        return None, f"could not decode {path}: {type(error).__name__}: {error}"
+
+
+def _failure_reason(path, failure, timeout):
+    """The report's reason for a job that gave no result (`Failure`)."""
+    if failure.kind == "died":
+        return f"worker process died while decoding {path} ({failure.message})"
+    if failure.kind == "timeout":
+        return f"timed out after {timeout:g} s decoding {path}; worker killed"
+    return f"could not decode {path}: {failure.message}"
 
 
 def _shard_name(index, count):
@@ -166,9 +192,17 @@ def convert(
     sample_rate=16000,
     clips_per_shard=256,
     workers=None,
+    timeout=120,
     verbose=True,
+    _read_clip=None,
 ):
     """Decode videos and write TFRecord shards of clips and annotations.
+
+    Each video is decoded in a worker process of its own: a file that
+    raises any exception, crashes its worker (e.g. a segfault in FFmpeg,
+    an OOM kill) or decodes for longer than `timeout` is skipped and listed
+    in the report with the reason; a fresh worker takes over and every
+    other clip is written.
 
     Args:
         videos_dir: str. Folder of the video files annotations name.
@@ -179,12 +213,21 @@ def convert(
         sample_rate: int. Audio rate to store.
         clips_per_shard: int. Clips per TFRecord file.
         workers: int or None. Decoding processes (default: all cores).
+            1 decodes in this process (no `__main__` guard needed): any
+            exception still skips only its file, but a crash ends the run
+            and a hang cannot be cut short.
+        timeout: float or None. Seconds one file may take to decode
+            before its worker is killed and the file skipped (needs
+            `workers` >= 2); None: no limit.
         verbose: bool. Show a progress bar.
+        _read_clip: for tests only: a module-level function used in place
+            of `read_clip` in the workers.
 
     Returns:
         The report dict (also written to `out_dir/report.json`): counts of
         clips and annotations written and skipped, `skipped` (each with
-        `input` and `reason`), `no_audio` and the shard files.
+        `input` and `reason`, and `video` for a file that could not be
+        decoded), `no_audio` and the shard files.
 
     Raises:
         ValueError: `out_dir` holds shards written with other settings, or
@@ -237,7 +280,10 @@ def convert(
 
         progress = keras.utils.Progbar(len(clips), unit_name="clip")
     shard_reports = []
-    with worker_pool(workers) as pool:
+    decode = _decode_one
+    if _read_clip is not None:
+        decode = functools.partial(_decode_one, read=_read_clip)
+    with isolated_pool(decode, workers, timeout) as pool:
         for shard in range(num_shards):
             shard_clips = clips[
                 shard * clips_per_shard : (shard + 1) * clips_per_shard
@@ -251,6 +297,7 @@ def convert(
                     fps,
                     image_size,
                     sample_rate,
+                    timeout,
                     progress,
                 )
             )
@@ -275,7 +322,15 @@ def convert(
 
 
 def _write_shard(
-    pool, base, clips, videos_dir, fps, image_size, sample_rate, progress
+    pool,
+    base,
+    clips,
+    videos_dir,
+    fps,
+    image_size,
+    sample_rate,
+    timeout,
+    progress,
 ):
     """Write one shard (atomically) unless a finished one is there."""
     import tensorflow as tf
@@ -301,8 +356,13 @@ def _write_shard(
     }
     temporary = base + ".tfrecord.tmp"
     with tf.io.TFRecordWriter(temporary) as writer:
-        results = pool.map(_decode_one, jobs, chunksize=4)
-        for (video, notes), (clip, reason) in zip(clips, results):
+        results = pool.imap(jobs)
+        for (video, notes), job, (result, failure) in zip(
+            clips, jobs, results, strict=True
+        ):
+            clip, reason = result or (None, None)
+            if failure is not None:
+                reason = _failure_reason(job[0], failure, timeout)
             if clip is None:
                 report["skipped_clips"] += 1
                 report["skipped"].extend(

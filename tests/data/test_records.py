@@ -1,11 +1,15 @@
 import json
+import multiprocessing
 import os
 import shutil
+from time import monotonic
 
+import av
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_mirasol import cli
 from keras_mirasol.data import convert
 from keras_mirasol.data import read_clip
 from keras_mirasol.data import write_clip
@@ -14,6 +18,7 @@ from keras_mirasol.data.records import serialize_clip
 from keras_mirasol.data.snippets import decode_audio
 from keras_mirasol.data.snippets import decode_frames
 from keras_mirasol.data.snippets import parse_clip
+from tests.data.hostile_decoders import read_clip_or_misbehave
 
 RATE = 8000
 SIZE = (16, 16)
@@ -334,3 +339,242 @@ def test_find_video_tries_the_name_then_msrvtt_numbering(tmp_path):
         tmp_path / "video12.webm"
     )
     assert find_video(str(tmp_path), "13") is None
+
+
+# Damaged files among good ones, as in the bug report: `convert` died on
+# the first exception that was not a `MediaError` (a UnicodeDecodeError
+# from PyAV reading a corrupt metadata tag) and wrote nothing.
+DAMAGED_RATE = 16000
+DAMAGED_SETTINGS = dict(fps=8, image_size=(32, 32), sample_rate=DAMAGED_RATE)
+DAMAGED = [
+    "empty.mp4",
+    "random.mp4",
+    "truncated.mp4",
+    "flipped.mp4",
+    "missing.mp4",
+]
+# Damaged in their text tags only: the media decode, so they are kept.
+TAG_DAMAGED = ["metadata.mp4", "handler.mp4"]
+
+
+def flip_bytes(data, start, end, rng, count):
+    """`data` with `count` bytes in `[start, end)` XORed with random bits."""
+    data = bytearray(data)
+    for position in rng.choice(np.arange(start, end), count, replace=False):
+        data[position] ^= int(rng.integers(1, 256))
+    return bytes(data)
+
+
+def write_with_title(source, path, title):
+    """Copy the streams of `source` to `path`, with a title tag."""
+    with av.open(str(source)) as src, av.open(str(path), "w") as dst:
+        dst.metadata["title"] = title
+        streams = {
+            s.index: dst.add_stream_from_template(s) for s in src.streams
+        }
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
+
+
+def write_annotations(root, videos):
+    annotations = root / "qa.jsonl"
+    annotations.write_text(
+        "".join(
+            json.dumps({"video": v, "question": f"q {v}", "answer": "a"}) + "\n"
+            for v in videos
+        )
+    )
+    return annotations
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    """6 good clips (32x32, 8 frames at 8 fps, 1 s of 16 kHz audio) and
+    damaged files between them; annotations name them all, in that order,
+    and a file that is not there."""
+    root = tmp_path_factory.mktemp("damaged")
+    videos = root / "videos"
+    videos.mkdir()
+    good = [f"good{i}.mp4" for i in range(6)]
+    for index, name in enumerate(good):
+        t = np.arange(DAMAGED_RATE) / DAMAGED_RATE
+        audio = 0.4 * np.sin(2 * np.pi * (300 + 100 * index) * t)
+        frames = np.broadcast_to(
+            (20 * np.arange(8) + 5 * index)[:, None, None, None],
+            (8, 32, 32, 3),
+        )
+        write_clip(videos / name, frames, 8, audio, DAMAGED_RATE)
+    data = (videos / "good0.mp4").read_bytes()
+    rng = np.random.default_rng(0)
+    (videos / "empty.mp4").write_bytes(b"")
+    (videos / "random.mp4").write_bytes(rng.bytes(3000))
+    (videos / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (videos / "flipped.mp4").write_bytes(
+        flip_bytes(data, 0, len(data), rng, 200)
+    )
+    # A title tag of the container (moov/udta/meta/ilst) and a stream's
+    # handler name (moov/trak/mdia/hdlr), made invalid UTF-8.
+    write_with_title(videos / "good0.mp4", root / "titled.mp4", "a title")
+    titled = (root / "titled.mp4").read_bytes()
+    udta = titled.index(b"udta", titled.index(b"moov"))
+    title = titled.index(b"a title", titled.index(b"ilst", udta))
+    (videos / "metadata.mp4").write_bytes(
+        flip_bytes(titled, title, title + 7, rng, 7)
+    )
+    handler = data.index(b"VideoHandler", data.index(b"hdlr"))
+    (videos / "handler.mp4").write_bytes(
+        data[:handler] + b"Video\xcfandler" + data[handler + 12 :]
+    )
+    expected = read_clip(videos / "good0.mp4", **DAMAGED_SETTINGS)
+    for name in TAG_DAMAGED:
+        # PyAV's strict UTF-8 tags raise (what crashed `convert`) ...
+        with pytest.raises(UnicodeDecodeError):
+            av.open(str(videos / name)).close()
+        # ... but the media are intact, and `read_clip` keeps them.
+        clip = read_clip(videos / name, **DAMAGED_SETTINGS)
+        np.testing.assert_array_equal(clip["video"], expected["video"])
+        np.testing.assert_array_equal(clip["audio"], expected["audio"])
+    order = [good[0], *DAMAGED[:3], good[1], good[2], TAG_DAMAGED[0]]
+    order += [DAMAGED[3], TAG_DAMAGED[1], good[3], good[4], DAMAGED[4]]
+    order += [good[5]]
+    write_annotations(root, order)
+    return root
+
+
+def convert_damaged(root, out, workers, **options):
+    return convert(
+        str(root / "videos"),
+        str(root / "qa.jsonl"),
+        str(out),
+        clips_per_shard=4,
+        workers=workers,
+        verbose=False,
+        **DAMAGED_SETTINGS,
+        **options,
+    )
+
+
+def written_clip_ids(out):
+    files = sorted(str(p) for p in out.glob("*.tfrecord"))
+    return [
+        parse_clip(serialized)["clip_id"].numpy().decode()
+        for serialized in tf.data.TFRecordDataset(files)
+    ]
+
+
+def skipped_reasons(report, out):
+    with open(out / "report.json") as f:
+        assert json.load(f) == report
+    reasons = {s["video"]: s["reason"] for s in report["skipped"]}
+    assert len(reasons) == len(report["skipped"]) == report["skipped_clips"]
+    return reasons
+
+
+@pytest.mark.parametrize("workers", [2, 1])
+def test_damaged_files_are_skipped_and_every_good_clip_written(
+    damaged, tmp_path, workers
+):
+    out = tmp_path / "out"
+    report = convert_damaged(damaged, out, workers)
+    good = ["good0", "good1", "good2", "metadata", "handler"]
+    good += ["good3", "good4", "good5"]
+    assert written_clip_ids(out) == good
+    assert report["clips"] == report["annotations"] == 8
+    reasons = skipped_reasons(report, out)
+    assert sorted(reasons) == sorted(DAMAGED)
+    assert reasons["missing.mp4"] == "file not found"
+    for name in DAMAGED[:-1]:
+        assert str(damaged / "videos" / name) in reasons[name]
+
+
+@pytest.mark.parametrize("workers", [2, 1])
+def test_any_exception_while_decoding_costs_only_its_file(hostile, workers):
+    """Not only `MediaError`: whatever a decoder raises is reported."""
+    order = ["good0.mp4", "raises.mp4", "good1.mp4"]
+    write_annotations(hostile, order)
+    out = hostile / "out"
+    report = convert_damaged(
+        hostile, out, workers, _read_clip=read_clip_or_misbehave
+    )
+    assert written_clip_ids(out) == ["good0", "good1"]
+    assert skipped_reasons(report, out) == {
+        "raises.mp4": f"could not decode {hostile / 'videos' / 'raises.mp4'}"
+        ": UnicodeDecodeError: 'utf-8' codec can't decode byte 0xcf in "
+        "position 0: invalid byte"
+    }
+
+
+def test_the_convert_command_reports_damaged_files(damaged, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["convert", "--videos", str(damaged / "videos"), "--out", str(out)]
+    argv += ["--annotations", str(damaged / "qa.jsonl"), "--workers", "2"]
+    argv += ["--timeout", "30"]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["clips"] == 8 and summary["skipped_clips"] == 5
+    skipped = [
+        line for line in captured.err.splitlines() if line.startswith("skip")
+    ]
+    assert len(skipped) == 5
+
+
+@pytest.fixture()
+def hostile(damaged, tmp_path):
+    """The good clips of `damaged`, and copies of one that the decoder
+    of `tests.data.hostile_decoders` misbehaves on."""
+    videos = tmp_path / "videos"
+    shutil.copytree(damaged / "videos", videos)
+    for name in (
+        "raises.mp4",
+        "crash.mp4",
+        "killed.mp4",
+        "exit.mp4",
+        "hang.mp4",
+    ):
+        shutil.copy(videos / "good0.mp4", videos / name)
+    return tmp_path
+
+
+def test_a_worker_that_dies_costs_only_its_file(hostile):
+    order = ["good0.mp4", "crash.mp4", "good1.mp4", "killed.mp4"]
+    order += ["good2.mp4", "good3.mp4", "exit.mp4", "good4.mp4"]
+    write_annotations(hostile, order)
+    out = hostile / "out"
+    report = convert_damaged(hostile, out, 2, _read_clip=read_clip_or_misbehave)
+    assert written_clip_ids(out) == [f"good{i}" for i in range(5)]
+    reasons = skipped_reasons(report, out)
+    videos = hostile / "videos"
+    assert reasons == {
+        "crash.mp4": "worker process died while decoding "
+        f"{videos / 'crash.mp4'} (killed by signal SIGSEGV)",
+        "killed.mp4": "worker process died while decoding "
+        f"{videos / 'killed.mp4'} (killed by signal SIGKILL)",
+        "exit.mp4": "worker process died while decoding "
+        f"{videos / 'exit.mp4'} (exit code 3)",
+    }
+    assert multiprocessing.active_children() == []
+
+
+def test_a_hanging_decoder_is_killed_after_the_timeout(hostile):
+    order = ["good0.mp4", "hang.mp4", "good1.mp4", "good2.mp4"]
+    write_annotations(hostile, order)
+    out = hostile / "out"
+    start = monotonic()
+    report = convert_damaged(
+        hostile, out, 2, timeout=2, _read_clip=read_clip_or_misbehave
+    )
+    # The hanging worker ignores SIGTERM: killed 1 s after the timeout.
+    assert monotonic() - start < 30
+    assert written_clip_ids(out) == ["good0", "good1", "good2"]
+    hang = hostile / "videos" / "hang.mp4"
+    assert skipped_reasons(report, out) == {
+        "hang.mp4": f"timed out after 2 s decoding {hang}; worker killed"
+    }
+    # The worker is gone, reaped (not a zombie), and so is every other.
+    pid = int((hostile / "videos" / "hang.mp4.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert multiprocessing.active_children() == []
