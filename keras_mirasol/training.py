@@ -57,6 +57,7 @@ def build_task(
     steps=1000,
     warmup_steps=100,
     weight_decay=0.01,
+    text_loss_reduction="token",
     **overrides,
 ):
     """A compiled `MirasolCausalLM` from a preset and a tokenizer.
@@ -70,7 +71,9 @@ def build_task(
     preprocessor = MirasolCausalLMPreprocessor.from_backbone(
         backbone, tokenizer
     )
-    lm = MirasolCausalLM(backbone, preprocessor)
+    lm = MirasolCausalLM(
+        backbone, preprocessor, text_loss_reduction=text_loss_reduction
+    )
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0,
         max(steps - warmup_steps, 1),
@@ -118,6 +121,7 @@ def train(
     verbose=1,
     validation_freq=1,
     distribution=None,
+    text_loss_reduction="token",
     **overrides,
 ):
     """Train a model on TFRecords and save it as a preset folder.
@@ -150,6 +154,8 @@ def train(
             train the model under, or None for one device. `batch_size`
             must divide over its data-parallel axis; the last partial
             validation batch is dropped.
+        text_loss_reduction: str. `"token"` or `"response"` (see
+            `MirasolCausalLM`).
         **overrides: backbone config keys to change.
 
     Returns:
@@ -180,6 +186,7 @@ def train(
                 threads=threads,
                 verbose=verbose,
                 validation_freq=validation_freq,
+                text_loss_reduction=text_loss_reduction,
                 **overrides,
             )
     os.makedirs(out_dir, exist_ok=True)
@@ -199,6 +206,7 @@ def train(
         learning_rate=learning_rate,
         steps=steps_per_epoch * epochs,
         warmup_steps=min(100, steps // 10),
+        text_loss_reduction=text_loss_reduction,
         **overrides,
     )
     train_ds = snippet_dataset(

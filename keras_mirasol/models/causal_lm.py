@@ -52,6 +52,9 @@ def _any_equal(token_ids, values, where):
     return ops.logical_and(found, where)
 
 
+TEXT_LOSS_REDUCTIONS = ("token", "response")
+
+
 @keras.saving.register_keras_serializable(package="keras_mirasol")
 class MirasolCausalLM(keras_hub.models.CausalLM):
     """Mirasol3B for video question answering and captioning.
@@ -76,6 +79,13 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
             inputs are backbone inputs (token ids, prepared media).
         text_loss_weight: float. Weight of the text cross-entropy.
             Defaults to `1.0`.
+        text_loss_reduction: str. How the default text loss averages the
+            response tokens' cross-entropy: `"token"` (over every response
+            token of the batch, so a long response, e.g. a caption,
+            weighs as much as many one-word answers) or `"response"`
+            (each response's mean, then the mean over responses: every
+            question counts the same, as in exact-match evaluation).
+            Defaults to `"token"`.
 
     Example:
     ```python
@@ -91,8 +101,18 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
     preprocessor_cls = None  # set in preprocessor.py to avoid a cycle
 
     def __init__(
-        self, backbone, preprocessor=None, text_loss_weight=1.0, **kwargs
+        self,
+        backbone,
+        preprocessor=None,
+        text_loss_weight=1.0,
+        text_loss_reduction="token",
+        **kwargs,
     ):
+        if text_loss_reduction not in TEXT_LOSS_REDUCTIONS:
+            raise ValueError(
+                f"`text_loss_reduction` must be one of "
+                f"{TEXT_LOSS_REDUCTIONS}, got {text_loss_reduction!r}."
+            )
         # A preset's tokenizer gets its vocabulary after the task is built.
         if preprocessor is not None and preprocessor.tokenizer.proto:
             vocabulary = preprocessor.tokenizer.vocabulary_size()
@@ -124,6 +144,7 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
 
         # === Config ===
         self.text_loss_weight = text_loss_weight
+        self.text_loss_reduction = text_loss_reduction
 
         self.text_loss_tracker = keras.metrics.Mean(name="text_loss")
         self.latent_loss_tracker = keras.metrics.Mean(name="latent_loss")
@@ -158,6 +179,12 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
+        if self.text_loss_reduction == "response" and sample_weight is not None:
+            # Each row's weights sum to 1, so the masked mean over tokens
+            # becomes the mean over responses of each response's mean.
+            sample_weight = ops.cast(sample_weight, "float32")
+            per_row = ops.sum(sample_weight, axis=-1, keepdims=True)
+            sample_weight = sample_weight / ops.maximum(per_row, 1e-9)
         # The parent adds the compiled text loss and the layers' losses
         # (here only the weighted latent loss).
         total = super().compute_loss(
@@ -178,7 +205,12 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"text_loss_weight": self.text_loss_weight})
+        config.update(
+            {
+                "text_loss_weight": self.text_loss_weight,
+                "text_loss_reduction": self.text_loss_reduction,
+            }
+        )
         return config
 
     @classmethod

@@ -278,3 +278,45 @@ def test_tokenizer_larger_than_the_vocabulary_is_an_error():
     )
     with pytest.raises(ValueError, match="vocabulary_size"):
         MirasolCausalLM(backbone, preprocessor)
+
+
+@pytest.mark.parametrize("reduction", ["token", "response"])
+def test_text_loss_reduction(lm_and_config, reduction):
+    """ "token": the mean over every response token of the batch;
+    "response": the mean over responses of each response's mean."""
+    _, config = lm_and_config
+    lm = MirasolCausalLM(
+        MirasolBackbone(**config), text_loss_reduction=reduction
+    )
+    lm.compile()
+    x = random_inputs(config, batch_size=3, length=LENGTH)
+    y = np.roll(x["token_ids"], -1, axis=1)
+    # Responses of 1, 6 and 3 tokens; the third row's weights are not 1.
+    weight = np.zeros((3, LENGTH), "float32")
+    weight[0, 2:3] = 1
+    weight[1, 2:8] = 1
+    weight[2, 5:8] = 2
+    logits = lm.predict_on_batch(x)
+    total = lm.compute_loss(x, y, logits, weight, training=False)
+    logits = logits.astype("float64")
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(log_probs, y[..., None], -1)[..., 0]
+    if reduction == "token":
+        text = (weight * nll).sum() / weight.sum()
+    else:
+        text = np.mean((weight * nll).sum(1) / weight.sum(1))
+    latent = sum(float(to_numpy(loss)) for loss in lm.losses)
+    assert float(to_numpy(total)) == pytest.approx(text + latent, rel=1e-4)
+    # The two reductions differ on these responses of unequal length.
+    other = np.mean((weight * nll).sum(1) / weight.sum(1))
+    if reduction == "token":
+        assert abs(text - other) > 1e-3
+    assert MirasolCausalLM.from_config(lm.get_config()).text_loss_reduction == (
+        reduction
+    )
+
+
+def test_unknown_text_loss_reduction_is_an_error(lm_and_config):
+    lm, _ = lm_and_config
+    with pytest.raises(ValueError, match="text_loss_reduction.*'mean'"):
+        MirasolCausalLM(lm.backbone, text_loss_reduction="mean")
