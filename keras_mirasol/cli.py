@@ -105,6 +105,7 @@ def cmd_train(args):
         cache=args.cache,
         verbose=1,
         distribution=distribution,
+        text_loss_reduction=args.text_loss_reduction,
         **overrides,
     )
     _json_line(
@@ -308,6 +309,14 @@ def build_parser():
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--learning-rate", type=float, default=2e-3)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--text-loss-reduction",
+        choices=("token", "response"),
+        default="token",
+        help="Average the text loss over response tokens (token) or over "
+        "responses, each by its own mean (response: every question counts "
+        "the same, however long its answer).",
+    )
     train.add_argument(
         "--cache",
         action="store_true",

@@ -104,3 +104,20 @@ def test_evaluate_and_generate_commands_load_the_run(demo_run, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("what colour is the circle? ->")
     assert lines[1].startswith("when does the hiss play? ->")
+
+
+def test_train_command_keeps_the_text_loss_reduction(demo_run, capsys):
+    workdir, argv = demo_run
+    if not (workdir / "runs" / "demo").exists():
+        assert cli.main(argv) == 0
+    records = workdir / "data" / "demo" / "records"
+    out = workdir / "runs" / "per_response"
+    argv = ["train", "--train", str(records / "train"), "--out", str(out)]
+    argv += ["--steps", "2", "--epochs", "1", "--batch-size", "4"]
+    argv += ["--text-loss-reduction", "response"]
+    assert cli.main(argv) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    from keras_mirasol.models import MirasolCausalLM
+
+    lm = MirasolCausalLM.from_preset(str(out))
+    assert lm.text_loss_reduction == "response"
