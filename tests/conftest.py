@@ -166,3 +166,25 @@ def assert_save_load(tmp_path, model, inputs):
 @pytest.fixture
 def config():
     return small_config()
+
+
+def assert_decodes_losslessly(clip, video, audio):
+    """`clip` (from `read_clip`) is exactly `video` through the YUV 4:2:0
+    round trip (the decoder's YUV -> RGB of the planes `write_clip` wrote)
+    and `audio` at 16 bits: no encoder decision can change either."""
+    import av
+
+    from keras_mirasol.data.media import rgb_to_yuv420p
+
+    expected = np.stack(
+        [
+            av.VideoFrame.from_ndarray(planes, format="yuv420p").to_ndarray(
+                format="rgb24"
+            )
+            for planes in rgb_to_yuv420p(video)
+        ]
+    )
+    np.testing.assert_array_equal(clip["video"], expected)
+    audio = np.asarray(audio, np.float32)
+    pcm = np.clip(np.round(audio * 32767), -32768, 32767) / 32768
+    np.testing.assert_array_equal(clip["audio"], pcm.astype(np.float32))

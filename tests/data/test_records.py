@@ -90,13 +90,13 @@ def source(tmp_path_factory):
     return root
 
 
-def run_convert(source, out, workers=1, **overrides):
+def run_convert(source, out, workers=1, clips_per_shard=2, **overrides):
     settings = dict(SETTINGS, **overrides)
     return convert(
         str(source / "videos"),
         str(source / "qa.jsonl"),
         str(out),
-        clips_per_shard=2,
+        clips_per_shard=clips_per_shard,
         workers=workers,
         verbose=False,
         **settings,
@@ -444,15 +444,8 @@ def damaged(tmp_path_factory):
 
 
 def convert_damaged(root, out, workers, **options):
-    return convert(
-        str(root / "videos"),
-        str(root / "qa.jsonl"),
-        str(out),
-        clips_per_shard=4,
-        workers=workers,
-        verbose=False,
-        **DAMAGED_SETTINGS,
-        **options,
+    return run_convert(
+        root, out, workers, clips_per_shard=4, **DAMAGED_SETTINGS, **options
     )
 
 
