@@ -30,6 +30,7 @@ def cmd_demo(args):
         preset=args.preset,
         seed=args.seed,
         workers=args.workers,
+        questions_per_clip=args.questions_per_clip,
     )
     return 0
 
@@ -106,6 +107,7 @@ def cmd_train(args):
         verbose=1,
         distribution=distribution,
         text_loss_reduction=args.text_loss_reduction,
+        questions_per_clip=args.questions_per_clip,
         **overrides,
     )
     _json_line(
@@ -255,6 +257,13 @@ def build_parser():
     demo.add_argument("--preset", default="mirasol_tiny")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workers", type=int, default=None)
+    demo.add_argument(
+        "--questions-per-clip",
+        type=int,
+        default=6,
+        help="Questions per clip per training step (each clip is encoded "
+        "once for them); must divide --batch-size.",
+    )
     demo.set_defaults(func=cmd_demo)
 
     synth = sub.add_parser(
@@ -316,6 +325,14 @@ def build_parser():
         help="Average the text loss over response tokens (token) or over "
         "responses, each by its own mean (response: every question counts "
         "the same, however long its answer).",
+    )
+    train.add_argument(
+        "--questions-per-clip",
+        type=int,
+        default=None,
+        help="Train on this many questions of each clip per step, encoding "
+        "the clip once for all of them; --batch-size counts questions and "
+        "must be a multiple (default: one clip per question).",
     )
     train.add_argument(
         "--cache",

@@ -80,8 +80,14 @@ def run_demo(
     preset="mirasol_tiny",
     seed=0,
     workers=None,
+    questions_per_clip=6,
 ):
-    """Synthesize, convert, train, evaluate; returns the summary dict."""
+    """Synthesize, convert, train, evaluate; returns the summary dict.
+
+    Training encodes each clip once for all 6 of its questions
+    (`questions_per_clip`): a step of `batch_size` questions runs the
+    media encoders on `batch_size / 6` clips.
+    """
     import keras
 
     from keras_mirasol.evaluation import evaluate
@@ -109,6 +115,7 @@ def run_demo(
         # Validation after the last epoch only: each pass costs time the
         # demo's budget gives to training.
         validation_freq=epochs,
+        questions_per_clip=questions_per_clip,
     )
     train_seconds = time.time() - start - data_seconds
     results = {
@@ -127,6 +134,7 @@ def run_demo(
         "parameters": lm.backbone.count_params(),
         "steps": steps,
         "batch_size": batch_size,
+        "questions_per_clip": questions_per_clip,
         "learning_rate": learning_rate,
         "examples": full["examples"],
         "accuracy": full["accuracy"],

@@ -122,6 +122,7 @@ def train(
     validation_freq=1,
     distribution=None,
     text_loss_reduction="token",
+    questions_per_clip=None,
     **overrides,
 ):
     """Train a model on TFRecords and save it as a preset folder.
@@ -156,6 +157,10 @@ def train(
             validation batch is dropped.
         text_loss_reduction: str. `"token"` or `"response"` (see
             `MirasolCausalLM`).
+        questions_per_clip: int or None. Train on `k` questions per clip
+            per step, encoding each clip once for all `k` (`batch_size`
+            questions = `batch_size / k` clips per step; see
+            `snippet_dataset`). None: one clip per question.
         **overrides: backbone config keys to change.
 
     Returns:
@@ -163,11 +168,12 @@ def train(
     """
     if distribution is not None:
         replicas = data_parallel_size(distribution)
-        if batch_size % replicas:
+        clips = batch_size // (questions_per_clip or 1)
+        if batch_size % replicas or clips % replicas:
             raise ValueError(
-                f"batch_size={batch_size} does not split over the "
-                f"{replicas} data-parallel replicas of the distribution; "
-                f"use a multiple of {replicas}."
+                f"batch_size={batch_size} ({clips} clips) does not split "
+                f"over the {replicas} data-parallel replicas of the "
+                f"distribution; use a multiple of {replicas} clips."
             )
         with distribution.scope():
             return train(
@@ -187,6 +193,7 @@ def train(
                 verbose=verbose,
                 validation_freq=validation_freq,
                 text_loss_reduction=text_loss_reduction,
+                questions_per_clip=questions_per_clip,
                 **overrides,
             )
     os.makedirs(out_dir, exist_ok=True)
@@ -217,6 +224,7 @@ def train(
         seed=seed,
         cache=cache,
         threads=threads,
+        questions_per_clip=questions_per_clip,
     )
     val_ds, val_steps = None, None
     if val_data is not None:

@@ -56,7 +56,7 @@ def demo_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
     argv = ["demo", "--workdir", str(workdir), "--clips", "10"]
     argv += ["--steps", "2", "--epochs", "1", "--batch-size", "4"]
-    argv += ["--workers", "1"]
+    argv += ["--workers", "1", "--questions-per-clip", "2"]
     return workdir, argv
 
 
@@ -106,7 +106,9 @@ def test_evaluate_and_generate_commands_load_the_run(demo_run, capsys):
     assert lines[1].startswith("when does the hiss play? ->")
 
 
-def test_train_command_keeps_the_text_loss_reduction(demo_run, capsys):
+def test_train_command_options(demo_run, capsys):
+    # --text-loss-reduction is kept in the saved task; --questions-per-clip
+    # trains on 2 clips x 2 of their questions per step.
     workdir, argv = demo_run
     if not (workdir / "runs" / "demo").exists():
         assert cli.main(argv) == 0
@@ -115,6 +117,7 @@ def test_train_command_keeps_the_text_loss_reduction(demo_run, capsys):
     argv = ["train", "--train", str(records / "train"), "--out", str(out)]
     argv += ["--steps", "2", "--epochs", "1", "--batch-size", "4"]
     argv += ["--text-loss-reduction", "response"]
+    argv += ["--questions-per-clip", "2"]
     assert cli.main(argv) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     from keras_mirasol.models import MirasolCausalLM

@@ -173,6 +173,44 @@ def split_questions(x):
     )
 
 
+def choose_questions(x, k, seed):
+    """Keep `k` of a clip's questions, in a random order.
+
+    Without repetition while the clip has at least `k`; a clip with fewer
+    repeats its (shuffled) questions in turn, so every clip fills `k`
+    rows of a batch.
+
+    Args:
+        x: dict with `questions`, `answers`, `types` string `[Q]`, `Q >= 1`.
+        k: int.
+        seed: int64 scalar tensor: the stateless seed of this clip's draw.
+
+    Returns:
+        `x` without `questions` and `answers`, with `prompts`, `responses`
+        and `types` string `[k]`.
+    """
+    x = dict(x)
+    count = tf.size(x["questions"])
+    scores = tf.random.stateless_uniform(
+        [count], seed=tf.stack([seed, tf.constant(7, tf.int64)])
+    )
+    order = tf.argsort(scores)
+    picked = tf.gather(order, tf.range(k) % count)
+    x["prompts"] = tf.gather(x.pop("questions"), picked)
+    x["responses"] = tf.gather(x.pop("answers"), picked)
+    x["types"] = tf.gather(x["types"], picked)
+    return x
+
+
+def flatten_questions(x):
+    """A batch of clips with `[B, k]` texts -> `[B * k]` texts."""
+    x = dict(x)
+    for key in ("prompts", "responses", "types"):
+        if key in x:
+            x[key] = tf.reshape(x[key], [-1])
+    return x
+
+
 MODEL_KEYS = ("video", "audio", "prompts", "responses")
 
 
@@ -189,6 +227,7 @@ def snippet_dataset(
     drop_remainder=None,
     cache=False,
     threads=None,
+    questions_per_clip=None,
 ):
     """Batches of clips and questions from TFRecords, ready for `fit`.
 
@@ -216,12 +255,31 @@ def snippet_dataset(
         threads: int or None. Size of the pipeline's own thread pool
             (default: tf.data's shared pool, one thread per core). On a
             small CPU host, 1 leaves the other cores to the model.
+        questions_per_clip: int or None. Training only: each batch holds
+            `batch_size / k` clips with `k` of each clip's questions
+            (`choose_questions`), so the model encodes every clip once
+            for `k` questions (see `MirasolBackbone`). None: one clip per
+            question, questions shuffled across clips.
 
     Returns:
         `tf.data.Dataset` of dicts: `video` float32 `[B, N, H, W, 3]`,
         `audio` float32 `[B, S]`, `prompts` and `responses` string `[B]`
-        (and metadata if asked).
+        (and metadata if asked); with `questions_per_clip=k`, `video` and
+        `audio` have `B / k` clips.
     """
+    k = questions_per_clip
+    if k is not None:
+        if not training:
+            raise ValueError(
+                "questions_per_clip is for training batches; evaluation "
+                "and generation take one clip per question."
+            )
+        if k < 1 or batch_size % k:
+            raise ValueError(
+                f"questions_per_clip={k} must be >= 1 and divide "
+                f"batch_size={batch_size} (each batch holds "
+                "batch_size / questions_per_clip clips)."
+            )
     files = record_files(path)
     repeat = training if repeat is None else repeat
     drop_remainder = training if drop_remainder is None else drop_remainder
@@ -257,9 +315,19 @@ def snippet_dataset(
             ds = ds.shuffle(shuffle_clips, seed=seed + 4)
         if repeat:
             ds = ds.repeat()
-    ds = ds.flat_map(split_questions)
-    if training:
+    if k is not None:
+        # Clips without questions have nothing to train on.
+        ds = ds.filter(lambda x: tf.size(x["questions"]) > 0)
+        draws = tf.data.Dataset.random(seed=seed + 5)
+        ds = tf.data.Dataset.zip(ds, draws).map(
+            lambda x, draw: choose_questions(x, k, draw),
+            num_parallel_calls=autotune,
+        )
+    else:
+        ds = ds.flat_map(split_questions)
+    if training and k is None:
         ds = ds.shuffle(shuffle_questions, seed=seed + 2)
+    if training:
         # One stateless offset per element: the same for a given seed, no
         # matter how the parallel maps are scheduled.
         offsets = tf.data.Dataset.random(seed=seed + 3).map(
@@ -279,9 +347,13 @@ def snippet_dataset(
         ("types", "clip_id", "has_audio") if keep_metadata else ()
     )
     if not getattr(preprocessor, "use_audio", True):
-        keys = tuple(k for k in keys if k != "audio")
-    ds = ds.map(lambda x: {k: x[k] for k in keys})
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        keys = tuple(key for key in keys if key != "audio")
+    ds = ds.map(lambda x: {key: x[key] for key in keys})
+    if k is None:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    else:
+        ds = ds.batch(batch_size // k, drop_remainder=drop_remainder)
+        ds = ds.map(flatten_questions)
     if threads:
         options = tf.data.Options()
         options.threading.private_threadpool_size = threads

@@ -43,6 +43,38 @@ def pre_norm_blocks(
     ]
 
 
+def _block_for_last_queries(block, x, keep_last, attention_mask, training):
+    """A pre-norm `TransformerEncoder` block's output at the last positions.
+
+    Equal to `block(x)[:, -keep_last:]`: the same sublayers and weights,
+    with attention queries, residuals and MLP only at the kept positions.
+
+    Args:
+        block: a built pre-norm `keras_hub.layers.TransformerEncoder`.
+        x: float `[B, S, D]`.
+        keep_last: int.
+        attention_mask: optional bool `[B, keep_last, S]`.
+        training: bool or None.
+
+    Returns:
+        float `[B, keep_last, D]`.
+    """
+    normed = block._self_attention_layer_norm(x)
+    h = block._self_attention_layer(
+        query=normed[:, -keep_last:, :],
+        value=normed,
+        attention_mask=attention_mask,
+        training=training,
+    )
+    h = block._self_attention_dropout(h, training=training)
+    x = h + x[:, -keep_last:, :]
+    h = block._feedforward_layer_norm(x)
+    h = block._feedforward_intermediate_dense(h)
+    h = block._feedforward_output_dense(h)
+    h = block._feedforward_dropout(h, training=training)
+    return h + x
+
+
 @keras.saving.register_keras_serializable(package="keras_mirasol")
 class TransformerStack(keras.layers.Layer):
     """`num_layers` pre-norm `keras_hub.layers.TransformerEncoder` blocks.
@@ -66,9 +98,15 @@ class TransformerStack(keras.layers.Layer):
         attention_mask: optional bool `[B, S, S]`; `True` where a query may
             attend to a key.
         training: bool or None.
+        keep_last: int or None. Return only the last `keep_last`
+            positions, `call(inputs)[:, -keep_last:]`, computing the last
+            block for those queries alone (its keys and values still come
+            from every position): a Combiner keeps only its `m` slots, so
+            the last block's attention queries and MLP for the other
+            tokens would be thrown away.
 
     Returns:
-        float `[B, S, D]`.
+        float `[B, S, D]`, or `[B, keep_last, D]`.
     """
 
     def __init__(
@@ -117,14 +155,23 @@ class TransformerStack(keras.layers.Layer):
         self.final_norm.build(inputs_shape)
         self.built = True
 
-    def call(self, inputs, attention_mask=None, training=None):
+    def call(self, inputs, attention_mask=None, training=None, keep_last=None):
         x = inputs
-        for block in self.blocks:
+        blocks = self.blocks if keep_last is None else self.blocks[:-1]
+        for block in blocks:
             x = block(x, attention_mask=attention_mask, training=training)
+        if keep_last is not None:
+            if attention_mask is not None:
+                attention_mask = attention_mask[:, -keep_last:, :]
+            x = _block_for_last_queries(
+                self.blocks[-1], x, keep_last, attention_mask, training
+            )
         return self.final_norm(x)
 
-    def compute_output_shape(self, inputs_shape):
-        return inputs_shape
+    def compute_output_shape(self, inputs_shape, keep_last=None):
+        if keep_last is None:
+            return inputs_shape
+        return (inputs_shape[0], keep_last, inputs_shape[2])
 
     def get_config(self):
         config = super().get_config()

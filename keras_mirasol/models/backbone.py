@@ -97,11 +97,13 @@ class MirasolBackbone(keras_hub.models.Backbone):
         video: float `[B, N, H, W, 3]`, values in `[0, 1]`.
         audio: float `[B, S]` mono waveform, `S = N / frame_rate *
             audio_sample_rate` (absent when `use_audio=False`).
-        token_ids: int `[B, L]`.
-        padding_mask: int `[B, L]`, 1 for real tokens.
+        token_ids: int `[B, L]`, or `[B * k, L]` for `k` questions per
+            clip (rows `i * k ... i * k + k - 1` ask about clip `i`; the
+            clip is encoded once for all of them).
+        padding_mask: int, the shape of `token_ids`, 1 for real tokens.
 
     Outputs (a dict):
-        sequence_output: float `[B, L, text_hidden_dim]`.
+        sequence_output: float `[B * k, L, text_hidden_dim]`.
         av_latents: float `[B, T * m, av_hidden_dim]`.
         latent_loss: float32 `[B]`, the unweighted next-snippet loss.
 
@@ -473,14 +475,22 @@ class MirasolBackbone(keras_hub.models.Backbone):
                 f"{self.max_sequence_length}. Truncate the text or build the "
                 "model with a larger `max_sequence_length`."
             )
-        batch_sizes = {
+        media = {
             k: tuple(inputs[k].shape)[0]
             for k in self.input_names
-            if tuple(inputs[k].shape)[0] is not None
+            if k in ("video", "audio") and tuple(inputs[k].shape)[0] is not None
         }
-        if len(set(batch_sizes.values())) > 1:
+        if len(set(media.values())) > 1:
             raise ValueError(
-                f"All inputs must share the batch size, got {batch_sizes}."
+                f"`video` and `audio` must share the batch size, got {media}."
+            )
+        clips, rows = media.get("video"), token_shape[0]
+        if clips is not None and rows is not None and rows % clips:
+            raise ValueError(
+                f"`token_ids` has {rows} rows for {clips} clips: the text "
+                "batch must equal the clip batch, or be k times it with rows "
+                "i*k ... i*k+k-1 asking about clip i (several questions per "
+                "clip share one pass of the media encoders)."
             )
 
     # Both entry points validate: `__call__` for eager and nested calls,

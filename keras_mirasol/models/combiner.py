@@ -172,8 +172,7 @@ class TransformerCombiner(CombinerBase):
         slots = ops.cast(self.combiner_tokens, self.compute_dtype)
         slots = ops.zeros_like(x[:, :1, :]) + slots[None]
         x = ops.concatenate([x, slots], axis=1)
-        x = self.transformer(x, training=training)
-        x = x[:, -self.num_tokens :, :]
+        x = self.transformer(x, training=training, keep_last=self.num_tokens)
         return ops.reshape(
             x, (-1, num_snippets, self.num_tokens, self.hidden_dim)
         )

@@ -52,7 +52,9 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
 
     Call arguments:
         x: dict with `video`, `audio` (if `use_audio`), `prompts`,
-            optionally `responses` and `audio_sample_rate`.
+            optionally `responses` and `audio_sample_rate`. A batch of `B`
+            clips takes `B` prompts, or `B * k` (prompts `i * k ... i * k +
+            k - 1` about clip `i`; see `MirasolBackbone`).
 
     Returns:
         `(x, y, sample_weight)`: `x` has `video`, `audio`, `token_ids`,
@@ -204,11 +206,22 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
                 shape = tuple(getattr(x[key], "shape", np.shape(x[key])))
                 batched = len(shape) == (2 if key == "audio" else 1)
                 sizes[key] = shape[0] if batched else None
-        known = {k: v for k, v in sizes.items() if v is not None}
-        if len(set(known.values())) > 1:
+        media = {k: sizes.get(k) for k in ("video", "audio")}
+        text = {k: sizes.get(k) for k in ("prompts", "responses")}
+        media = {k: v for k, v in media.items() if v is not None}
+        text = {k: v for k, v in text.items() if v is not None}
+        clips = set(media.values())
+        rows = set(text.values())
+        if (
+            len(clips) > 1
+            or len(rows) > 1
+            or (clips and rows and max(rows) % max(clips))
+        ):
             raise ValueError(
-                f"Mismatched batch sizes {known}: give one prompt (and "
-                "response, and audio track) per clip in `video`."
+                f"Mismatched batch sizes {dict(media, **text)}: give one "
+                "audio track per clip in `video`, and one prompt (and "
+                "response) per clip, or k per clip with prompts "
+                "i*k ... i*k+k-1 about clip i."
             )
 
     def _preprocess(self, x, sequence_length, training):
@@ -218,14 +231,16 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
             x = dict(x, video=video[None])
             if self.use_audio:
                 x["audio"] = tf.convert_to_tensor(x["audio"])[None]
-        batch_size = tf.shape(x["video"])[0]
+        clips = tf.shape(x["video"])[0]
         prompts = tf.convert_to_tensor(x["prompts"], tf.string)
+        batch_size = clips
         if batched or len(prompts.shape) > 0:
+            batch_size = tf.size(prompts)
             tf.debugging.assert_equal(
-                tf.size(prompts),
-                batch_size,
+                batch_size % clips,
+                0,
                 message="Mismatched batch sizes: the number of prompts must "
-                "equal the number of clips in `video`.",
+                "equal the number of clips in `video`, or be k times it.",
             )
         offset = 0.5
         if training and self.random_window:

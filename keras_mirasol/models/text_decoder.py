@@ -2,8 +2,33 @@
 
 import keras
 import keras_hub
+from keras import ops
 
 from keras_mirasol.layers.transformer_stack import pre_norm_blocks
+
+
+def share_latents(av_latents, token_ids):
+    """Repeat each clip's latents for its `k` consecutive text rows.
+
+    Training on several questions about the same clip encodes the clip
+    once: the media side runs on `B` clips and the text side on `B * k`
+    rows, row `i * k + j` being question `j` about clip `i`.
+
+    Args:
+        av_latents: float `[B, S, D]`.
+        token_ids: int `[B * k, L]`.
+
+    Returns:
+        float `[B * k, S, D]` (`av_latents` itself when `k == 1`).
+    """
+    # Static ints on JAX and PyTorch; tensors in a TensorFlow graph traced
+    # with an unknown batch; None for symbolic Keras tensors.
+    clips, rows = ops.shape(av_latents)[0], ops.shape(token_ids)[0]
+    if clips is None or rows is None:
+        return av_latents
+    if isinstance(clips, int) and isinstance(rows, int) and clips == rows:
+        return av_latents
+    return ops.repeat(av_latents, rows // clips, axis=0)
 
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")
@@ -33,8 +58,10 @@ class TextDecoder(keras.layers.Layer):
         layer_norm_epsilon: float. Defaults to `1e-6`.
 
     Call arguments:
-        token_ids: int `[B, L]`, `L <= max_sequence_length`.
-        av_latents: float `[B, S, D_av]`.
+        token_ids: int `[B * k, L]`, `L <= max_sequence_length`.
+        av_latents: float `[B, S, D_av]`. With `k > 1` questions per clip,
+            rows `i * k ... i * k + k - 1` of `token_ids` all read clip
+            `i`'s latents (see `share_latents`).
         padding_mask: optional int/bool `[B, L]`, 1 for real tokens.
         training: bool or None.
 
@@ -139,6 +166,7 @@ class TextDecoder(keras.layers.Layer):
         return x + self.position_embedding(x, start_index=start_index)
 
     def call(self, token_ids, av_latents, padding_mask=None, training=None):
+        av_latents = share_latents(av_latents, token_ids)
         x = self.embed(token_ids)
         for i, block in enumerate(self.blocks):
             x = block(

@@ -435,3 +435,60 @@ def test_a_real_preprocessor_maps_over_the_batches(folder, preprocessor):
         assert x["token_ids"][row, : len(expected)].numpy().tolist() == expected
         targets = y[row].numpy()[weight[row].numpy() > 0].tolist()
         assert targets == response_ids + [tokenizer.end_token_id]
+
+
+def test_k_questions_per_clip(folder):
+    def batches(seed):
+        ds = snippet_dataset(
+            str(folder),
+            model(),
+            batch_size=4,
+            training=True,
+            seed=seed,
+            keep_metadata=True,
+            questions_per_clip=2,
+        )
+        return ds, take(ds, 6)
+
+    ds, first = batches(0)
+    # 2 clips and 4 questions per batch: rows 2i and 2i+1 ask about clip i.
+    assert ds.element_spec["video"].shape == (2, 4, 6, 6, 3)
+    assert ds.element_spec["audio"].shape == (2, 8000)
+    assert ds.element_spec["prompts"].shape == (4,)
+    assert ds.element_spec["types"].shape == (4,)
+    seen = set()
+    for batch in first:
+        for i, clip_id in enumerate(batch["clip_id"]):
+            clip = int(clip_id.decode()[4:])
+            seen.add(clip)
+            frames = np.round(batch["video"][i, :, 0, 0, 0] * 255)
+            assert frames[0] - 10 * clip in range(0, 9)
+            rows = [2 * i, 2 * i + 1]
+            asked = [batch["prompts"][r].decode() for r in rows]
+            answered = [batch["responses"][r].decode() for r in rows]
+            numbers = [int(p.split()[1]) for p in asked]
+            assert asked == [question(clip, q) for q in numbers]
+            assert answered == [answer(clip, q) for q in numbers]
+            # Distinct questions while the clip has enough; clip 1 has one.
+            assert len(set(numbers)) == min(2, QUESTIONS[clip])
+    assert seen == set(range(5))
+    _, again = batches(0)
+    for a, b in zip(first, again):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    _, other = batches(1)
+    assert prompts_of_numpy(other) != prompts_of_numpy(first)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(batch_size=5, training=True), ["questions_per_clip=2", "5"]),
+        (dict(batch_size=4, training=False), ["training batches"]),
+    ],
+)
+def test_k_questions_per_clip_bad_arguments(folder, kwargs, words):
+    with pytest.raises(ValueError) as info:
+        snippet_dataset(str(folder), model(), questions_per_clip=2, **kwargs)
+    for word in words:
+        assert word in str(info.value)

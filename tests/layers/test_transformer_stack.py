@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 
 from keras_mirasol.layers import TransformerStack
@@ -36,3 +37,33 @@ def test_heads_must_divide_width():
         assert "num_heads=3" in str(e) and "odd" in str(e)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_keep_last_equals_the_full_stack_sliced():
+    # The last block computed for the kept queries alone gives exactly the
+    # full stack's outputs there, with and without a mask, and in training
+    # (dropout 0): a Combiner relies on it to skip discarded tokens.
+    keras.utils.set_random_seed(0)
+    layer = TransformerStack(2, num_heads=2, intermediate_dim=32)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 7, 16)).astype("float32")
+    full = to_numpy(layer(x))
+    kept = layer(x, keep_last=3)
+    assert tuple(kept.shape) == (3, 3, 16)
+    np.testing.assert_allclose(to_numpy(kept), full[:, -3:], atol=1e-5)
+    mask = rng.uniform(size=(3, 7, 7)) < 0.7
+    mask[:, np.arange(7), np.arange(7)] = True
+    full = to_numpy(layer(x, attention_mask=mask))
+    kept = to_numpy(layer(x, attention_mask=mask, keep_last=2))
+    np.testing.assert_allclose(kept, full[:, -2:], atol=1e-5)
+    # The other positions still matter as keys and values.
+    y = x.copy()
+    y[:, 0] = rng.normal(size=(3, 16))
+    change = to_numpy(layer(y, keep_last=2)) - to_numpy(layer(x, keep_last=2))
+    assert np.abs(change).max() > 1e-3
+    one = TransformerStack(1, num_heads=4, intermediate_dim=32)
+    np.testing.assert_allclose(
+        to_numpy(one(x, keep_last=1, training=True)),
+        to_numpy(one(x))[:, -1:],
+        atol=1e-5,
+    )

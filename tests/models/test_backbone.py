@@ -145,6 +145,38 @@ def test_widths_not_divisible_by_six():
     assert all(np.all(np.isfinite(v)) for v in out.values())
 
 
+def test_questions_about_one_clip_share_its_encoding(model_and_config):
+    # k text rows per clip read that clip's latents: the same outputs as
+    # giving every row its own copy of the clip, from one encoder pass.
+    model, config = model_and_config
+    k = 3
+    clips = random_inputs(config, batch_size=2, seed=1)
+    text = random_inputs(config, batch_size=2 * k, seed=2)
+    grouped = dict(
+        clips, token_ids=text["token_ids"], padding_mask=text["padding_mask"]
+    )
+    copied = dict(text)
+    for key in ("video", "audio"):
+        copied[key] = np.repeat(clips[key], k, axis=0)
+    a = model.predict_on_batch(grouped)
+    b = model.predict_on_batch(copied)
+    assert a["sequence_output"].shape[0] == 2 * k
+    assert a["av_latents"].shape[0] == 2
+    np.testing.assert_allclose(
+        a["sequence_output"], b["sequence_output"], atol=1e-5
+    )
+    # Row 0 reads clip 0 and row k clip 1: changing clip 1 moves only
+    # rows k ... 2k-1.
+    changed = dict(grouped, video=grouped["video"].copy())
+    changed["video"][1] = np.random.default_rng(3).uniform(
+        size=changed["video"][1].shape
+    )
+    c = model.predict_on_batch(changed)["sequence_output"]
+    diff = np.abs(c - a["sequence_output"]).max(axis=(1, 2))
+    np.testing.assert_allclose(diff[:k], 0.0, atol=UNCHANGED)
+    assert diff[k:].min() > CHANGED
+
+
 def bad(inputs, key, value):
     return dict(inputs, **{key: value})
 
@@ -158,6 +190,7 @@ def bad(inputs, key, value):
         ("audio_too_short", ["too short", "8000", "audio_sample_rate"]),
         ("missing_key", ["missing ['padding_mask']"]),
         ("batch_mismatch", ["batch size"]),
+        ("text_rows", ["3 rows for 2 clips", "i*k"]),
         ("too_long", ["max_sequence_length=16"]),
     ],
 )
@@ -172,6 +205,11 @@ def test_bad_input_is_a_clear_error(case, words):
         "audio_too_short": bad(inputs, "audio", inputs["audio"][:, :5000]),
         "missing_key": {k: v for k, v in inputs.items() if k != "padding_mask"},
         "batch_mismatch": bad(inputs, "audio", inputs["audio"][:1]),
+        "text_rows": bad(
+            bad(inputs, "token_ids", np.ones((3, 8), "int32")),
+            "padding_mask",
+            np.ones((3, 8), "int32"),
+        ),
         "too_long": bad(
             bad(inputs, "token_ids", np.ones((2, 20), "int32")),
             "padding_mask",

@@ -319,3 +319,46 @@ def test_unknown_text_loss_reduction_is_an_error(lm_and_config):
     lm, _ = lm_and_config
     with pytest.raises(ValueError, match="text_loss_reduction.*'mean'"):
         MirasolCausalLM(lm.backbone, text_loss_reduction="mean")
+
+
+def test_a_step_on_k_questions_per_clip_equals_one_on_copied_clips():
+    # Training on k questions per clip encodes each clip once; the loss,
+    # the gradients and so the updated weights are those of the same
+    # batch with every question given its own copy of the clip.
+    config = small_config()
+    k = 3
+    clips = random_inputs(config, batch_size=2, seed=1)
+    text = random_inputs(config, batch_size=2 * k, length=LENGTH, seed=2)
+    y = np.roll(text["token_ids"], -1, axis=1)
+    weight = np.zeros(y.shape, "float32")
+    weight[:, 4:] = 1.0
+    grouped = dict(
+        clips, token_ids=text["token_ids"], padding_mask=text["padding_mask"]
+    )
+    copied = dict(text)
+    for key in ("video", "audio"):
+        copied[key] = np.repeat(clips[key], k, axis=0)
+    keras.utils.set_random_seed(0)
+    first = MirasolCausalLM(MirasolBackbone(**config))
+    second = MirasolCausalLM(MirasolBackbone(**config))
+    second.set_weights(first.get_weights())
+    initial = first.get_weights()
+    results = []
+    for lm, x in ((first, grouped), (second, copied)):
+        lm.compile(optimizer=keras.optimizers.SGD(0.5))
+        loss = lm.train_on_batch(x, y, weight, return_dict=True)
+        results.append((loss, [to_numpy(w) for w in lm.weights]))
+    (loss_a, weights_a), (loss_b, weights_b) = results
+    for key in ("loss", "text_loss", "latent_loss"):
+        np.testing.assert_allclose(loss_a[key], loss_b[key], rtol=1e-5)
+    assert loss_a["latent_loss"] > 0
+    for a, b in zip(weights_a, weights_b):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # The step moved the media encoders too (the check is not vacuous).
+    encoder = first.backbone.video_encoder.weights[0].path
+    moved = [
+        w.path
+        for w, a, b in zip(first.weights, weights_a, initial)
+        if np.abs(a - b).max() > 1e-4
+    ]
+    assert encoder in moved and len(moved) > len(first.weights) // 2

@@ -85,3 +85,21 @@ def test_video_only_combiner():
     assert tuple(combiner(video).shape) == (2, 3, 3, 16)
     with pytest.raises(ValueError, match="use_audio=True"):
         TransformerCombiner(**KWARGS)(video)
+
+
+def test_transformer_combiner_keeps_the_last_m_outputs_of_the_full_stack():
+    # The paper's definition, computed the long way: every position through
+    # every block, then the last m kept.
+    combiner = TransformerCombiner(**KWARGS)
+    video, audio = tokens()
+    out = to_numpy(combiner(video, audio))
+    fused = to_numpy(combiner.fuse(video, audio))
+    b, t, n, d = fused.shape
+    slots = np.broadcast_to(
+        to_numpy(combiner.combiner_tokens), (b * t, combiner.num_tokens, d)
+    )
+    x = np.concatenate([fused.reshape(b * t, n, d), slots], axis=1)
+    full = to_numpy(combiner.transformer(x))[:, -combiner.num_tokens :]
+    np.testing.assert_allclose(
+        out, full.reshape(out.shape), atol=1e-5, rtol=1e-5
+    )

@@ -57,6 +57,31 @@ def test_packs_prompt_then_response_and_masks_the_loss(preprocessor):
         assert x["padding_mask"][row].sum() == min(len(expected) + 1, LENGTH)
 
 
+def test_k_questions_per_clip(preprocessor):
+    # Two clips, three questions each: the media once per clip, the text
+    # per question, packed as if each question came with its own copy.
+    data = clips()
+    prompts = ["what colour?", "which sound?", "when?", "a", "b", "c"]
+    responses = ["red", "hum", "first", "x", "y", "z"]
+    x, y, weight = preprocessor(
+        dict(data, prompts=prompts, responses=responses)
+    )
+    assert x["video"].shape[0] == 2 and x["audio"].shape[0] == 2
+    assert x["token_ids"].shape == (6, LENGTH) == y.shape == weight.shape
+    copied = dict(
+        data,
+        video=np.repeat(data["video"], 3, axis=0),
+        audio=np.repeat(data["audio"], 3, axis=0),
+        prompts=prompts,
+        responses=responses,
+    )
+    x2, y2, weight2 = preprocessor(copied)
+    np.testing.assert_array_equal(x["token_ids"], x2["token_ids"])
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(weight, weight2)
+    np.testing.assert_array_equal(x["video"], x2["video"][::3])
+
+
 def test_tf_data_unbatched_then_batched_matches_eager(preprocessor):
     data = clips()
     eager_x, eager_y, eager_w = preprocessor(data)
@@ -131,6 +156,10 @@ def test_generate_preprocess_has_no_end_token(preprocessor):
         (lambda d: d.pop("prompts"), "Missing input keys \\['prompts'\\]"),
         (lambda d: d.update(prompts=["one"]), "Mismatched batch sizes"),
         (lambda d: d.update(audio=d["audio"][:1]), "Mismatched batch sizes"),
+        (
+            lambda d: d.update(prompts=["a", "b", "c"], responses=["x"] * 3),
+            "or k per clip",
+        ),
         (lambda d: d.update(video=d["video"][..., :1]), "height, width, 3"),
     ],
 )
