@@ -250,10 +250,10 @@ def build_parser():
         "--workdir", default=".", help="Writes data/demo and runs/demo here."
     )
     demo.add_argument("--clips", type=int, default=2000)
-    demo.add_argument("--steps", type=int, default=1200)
+    demo.add_argument("--steps", type=int, default=2000)
     demo.add_argument("--epochs", type=int, default=10)
-    demo.add_argument("--batch-size", type=int, default=64)
-    demo.add_argument("--learning-rate", type=float, default=2e-3)
+    demo.add_argument("--batch-size", type=int, default=96)
+    demo.add_argument("--learning-rate", type=float, default=1e-3)
     demo.add_argument("--preset", default="mirasol_tiny")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workers", type=int, default=None)
@@ -316,7 +316,7 @@ def build_parser():
     train.add_argument("--steps", type=int, default=1500)
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--learning-rate", type=float, default=2e-3)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
         "--text-loss-reduction",

@@ -73,10 +73,10 @@ def results_table(results):
 def run_demo(
     workdir=".",
     clips=2000,
-    steps=1200,
+    steps=2000,
     epochs=10,
-    batch_size=64,
-    learning_rate=2e-3,
+    batch_size=96,
+    learning_rate=1e-3,
     preset="mirasol_tiny",
     seed=0,
     workers=None,

@@ -53,7 +53,7 @@ def data_parallel_size(distribution):
 def build_task(
     preset,
     tokenizer,
-    learning_rate=2e-3,
+    learning_rate=1e-3,
     steps=1000,
     warmup_steps=100,
     weight_decay=0.01,
@@ -113,7 +113,7 @@ def train(
     steps=1000,
     epochs=10,
     batch_size=64,
-    learning_rate=2e-3,
+    learning_rate=1e-3,
     vocabulary_size=256,
     seed=0,
     cache=False,
