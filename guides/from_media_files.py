@@ -102,8 +102,11 @@ print({k: (tuple(v.shape), v.dtype.name) for k, v in batch.items()})
 ## Train
 
 `train` fits a preset with AdamW, checkpoints every epoch, keeps a backup
-that a killed run resumes from, and saves the run folder as a preset. Here
-a few steps only: `keras-mirasol demo` trains 1,200.
+that a killed run resumes from, and saves the run folder as a preset.
+`questions_per_clip=2` puts 2 questions about each clip in a batch and
+encodes the clip once for both (`batch_size` counts questions: here 2
+clips per step). Here a few steps only: `keras-mirasol demo` trains 2,000
+steps of 16 clips x 6 questions.
 """
 
 lm, history = train(
@@ -114,6 +117,7 @@ lm, history = train(
     steps=4,
     epochs=2,
     batch_size=4,
+    questions_per_clip=2,
     verbose=0,
 )
 print({k: round(v[-1], 3) for k, v in history.items()})
