@@ -21,12 +21,14 @@ def share_latents(av_latents, token_ids):
     Returns:
         float `[B * k, S, D]` (`av_latents` itself when `k == 1`).
     """
-    # Static ints on JAX and PyTorch; tensors in a TensorFlow graph traced
-    # with an unknown batch; None for symbolic Keras tensors.
+    # Ints, or symbolic dims in a shape-polymorphic JAX export: compared
+    # now. Tensors in a TensorFlow graph traced with an unknown batch: k
+    # at run time. None for symbolic Keras tensors: nothing to do.
     clips, rows = ops.shape(av_latents)[0], ops.shape(token_ids)[0]
     if clips is None or rows is None:
         return av_latents
-    if isinstance(clips, int) and isinstance(rows, int) and clips == rows:
+    static = not (ops.is_tensor(clips) or ops.is_tensor(rows))
+    if static and clips == rows:
         return av_latents
     return ops.repeat(av_latents, rows // clips, axis=0)
 
