@@ -206,10 +206,9 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
                 shape = tuple(getattr(x[key], "shape", np.shape(x[key])))
                 batched = len(shape) == (2 if key == "audio" else 1)
                 sizes[key] = shape[0] if batched else None
-        media = {k: sizes.get(k) for k in ("video", "audio")}
-        text = {k: sizes.get(k) for k in ("prompts", "responses")}
-        media = {k: v for k, v in media.items() if v is not None}
-        text = {k: v for k, v in text.items() if v is not None}
+        known = {k: v for k, v in sizes.items() if v is not None}
+        media = {k: known[k] for k in ("video", "audio") if k in known}
+        text = {k: known[k] for k in ("prompts", "responses") if k in known}
         clips = set(media.values())
         rows = set(text.values())
         if (
