@@ -168,11 +168,6 @@ class TransformerStack(keras.layers.Layer):
             )
         return self.final_norm(x)
 
-    def compute_output_shape(self, inputs_shape, keep_last=None):
-        if keep_last is None:
-            return inputs_shape
-        return (inputs_shape[0], keep_last, inputs_shape[2])
-
     def get_config(self):
         config = super().get_config()
         config.update(
