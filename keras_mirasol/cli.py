@@ -229,6 +229,43 @@ def cmd_tokenizer(args):
     return 0
 
 
+def cmd_bench(args):
+    """Time training, generation, the port and the pipeline in one run."""
+    from keras_mirasol.benchmark import runner
+
+    def log(line):
+        print(line, file=sys.stderr, flush=True)
+
+    jobs = runner.plan_jobs(
+        configs=args.config or runner.CONFIG_NAMES,
+        backends=args.backends.split(","),
+        sections=args.sections.split(","),
+        dtypes=args.dtypes.split(","),
+        batch_size=args.batch_size,
+        steps=args.steps,
+        threads=args.threads,
+        records=args.records,
+    )
+    if "port" in args.sections.split(","):
+        from keras_mirasol.benchmark.port import port_available
+
+        reason = port_available()
+        if reason:
+            log(f"skipping the PyTorch port: {reason}")
+            jobs = [job for job in jobs if job[0] != "port"]
+    records = runner.run_benchmark(jobs, log=log)
+    summary = runner.summarize(records)
+    summary["command"] = " ".join(["keras-mirasol", *sys.argv[1:]])
+    summary["cpus"] = os.cpu_count()
+    with open(args.output, "w") as f:
+        json.dump({"summary": summary, "records": records}, f, indent=1)
+    print(runner.format_summary(summary))
+    print(f"\nwrote {args.output}")
+    if args.json:
+        _json_line(summary)
+    return 1 if summary["errors"] else 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-mirasol",
@@ -452,6 +489,47 @@ def build_parser():
     )
     params.add_argument("presets", nargs="+")
     params.set_defaults(func=cmd_params)
+
+    bench = sub.add_parser(
+        "bench",
+        help="Training step, MFU, generation, the PyTorch port and the "
+        "input pipeline, measured in one run (each job in its own "
+        "process, one at a time).",
+    )
+    bench.add_argument(
+        "--config",
+        action="append",
+        choices=["mirasol_tiny", "mirasol_small", "peer-matched"],
+        help="Repeat for several (default: all three).",
+    )
+    bench.add_argument("--backends", default="jax,tensorflow")
+    bench.add_argument(
+        "--sections",
+        default="train,port,generate,pipeline",
+        help="Comma-separated subset of train,port,generate,pipeline.",
+    )
+    bench.add_argument("--dtypes", default="float32,mixed_bfloat16")
+    bench.add_argument("--batch-size", type=int, default=2)
+    bench.add_argument(
+        "--steps", type=int, default=10, help="Timed steps after compiling."
+    )
+    bench.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="The port's torch threads (default: all cores, as XLA uses).",
+    )
+    bench.add_argument(
+        "--records",
+        default=None,
+        help="`convert` output for the pipeline section (default: 200 "
+        "synthetic clips written for it).",
+    )
+    bench.add_argument("--output", default="bench.json")
+    bench.add_argument(
+        "--json", action="store_true", help="Print the summary JSON last."
+    )
+    bench.set_defaults(func=cmd_bench)
 
     tokenizer = sub.add_parser(
         "tokenizer",

@@ -3,7 +3,7 @@
 # every backend in $MIRASOL_BACKENDS (default: jax tensorflow), then ruff.
 # Extra arguments go to pytest, e.g. `bash tools/run_tests.sh -k backbone`.
 set -euo pipefail
-MIRASOL_EXTRAS=test source "$(dirname "${BASH_SOURCE[0]}")/setup_venv.sh"
+MIRASOL_EXTRAS=test,bench source "$(dirname "${BASH_SOURCE[0]}")/setup_venv.sh"
 cd "$REPO_ROOT"
 for backend in ${MIRASOL_BACKENDS:-jax tensorflow}; do
   echo "=== pytest with KERAS_BACKEND=$backend ==="

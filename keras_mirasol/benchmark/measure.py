@@ -1,0 +1,354 @@
+"""Our side of the benchmark, on the current Keras backend.
+
+Every function builds what it times, runs it once to compile, then times
+`steps` more calls and reports the median, min and max. Timings are wall
+clock on whatever machine runs them: compare ratios from one run.
+"""
+
+import statistics
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_mirasol.models.backbone import MirasolBackbone
+from keras_mirasol.models.causal_lm import MirasolCausalLM
+
+
+def compiled(fn):
+    """`fn` compiled by the backend's XLA (JAX `jit`, TF `jit_compile`).
+
+    Args:
+        fn: a function of tensors.
+
+    Returns:
+        The compiled function; under torch, `fn` itself.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    return fn
+
+
+def _block(x):
+    """Wait for `x` (any nest of tensors) and return it as numpy."""
+    return keras.tree.map_structure(ops.convert_to_numpy, x)
+
+
+def _summary(seconds):
+    return {
+        "median_s": statistics.median(seconds),
+        "min_s": min(seconds),
+        "max_s": max(seconds),
+        "timed_steps": len(seconds),
+    }
+
+
+def matmul_peak(size=2048, repeats=10):
+    """The best float32 matmul rate of this backend on this machine.
+
+    Args:
+        size: int. Square matrix size.
+        repeats: int. Timed calls after one compile call.
+
+    Returns:
+        dict with `gflops` (the best call), `median_gflops`, `size`.
+    """
+    rng = np.random.default_rng(0)
+    a = ops.convert_to_tensor(rng.normal(size=(size, size)), "float32")
+    b = ops.convert_to_tensor(rng.normal(size=(size, size)), "float32")
+    matmul = compiled(ops.matmul)
+    _block(matmul(a, b))
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _block(matmul(a, b))
+        seconds.append(time.perf_counter() - start)
+    flops = 2.0 * size**3
+    return {
+        "gflops": flops / min(seconds) / 1e9,
+        "median_gflops": flops / statistics.median(seconds) / 1e9,
+        "size": size,
+    }
+
+
+def random_batch(config, batch_size, text_length=None, seed=0):
+    """A training batch of random media and text for `config`.
+
+    Args:
+        config: dict. A `MirasolBackbone` config.
+        batch_size: int.
+        text_length: int. Defaults to `max_sequence_length`.
+        seed: int.
+
+    Returns:
+        `(x, y, sample_weight)` of numpy arrays, as the preprocessor makes.
+    """
+    rng = np.random.default_rng(seed)
+    length = text_length or config["max_sequence_length"]
+    size = config["image_size"]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    x = {
+        "video": rng.uniform(
+            size=(batch_size, config["num_frames"], *size, 3)
+        ).astype("float32"),
+        "token_ids": rng.integers(
+            3, config["vocabulary_size"], size=(batch_size, length)
+        ).astype("int32"),
+        "padding_mask": np.ones((batch_size, length), "int32"),
+    }
+    if config.get("use_audio", True):
+        samples = round(
+            config["num_frames"]
+            / config["frame_rate"]
+            * config["audio_sample_rate"]
+        )
+        x["audio"] = (0.1 * rng.normal(size=(batch_size, samples))).astype(
+            "float32"
+        )
+    y = np.roll(x["token_ids"], -1, axis=1)
+    sample_weight = np.ones((batch_size, length), "float32")
+    return x, y, sample_weight
+
+
+def build_lm(config, dtype=None, learning_rate=1e-4):
+    """A `MirasolCausalLM` without preprocessor, compiled with AdamW.
+
+    Args:
+        config: dict. A `MirasolBackbone` config.
+        dtype: str or None. E.g. `"mixed_bfloat16"`.
+        learning_rate: float.
+
+    Returns:
+        `MirasolCausalLM`.
+    """
+    backbone = MirasolBackbone.from_config(dict(config, dtype=dtype))
+    lm = MirasolCausalLM(backbone, preprocessor=None)
+    lm.compile(optimizer=keras.optimizers.AdamW(learning_rate))
+    return lm
+
+
+def xla_train_step_flops(lm, batch):
+    """XLA's FLOP count of one compiled JAX training step.
+
+    Args:
+        lm: a compiled `MirasolCausalLM` (JAX backend).
+        batch: `(x, y, sample_weight)`.
+
+    Returns:
+        float. The `flops` of the lowered step's cost analysis (the
+        program before XLA's optimisations; within a few percent of the
+        compiled program's count, without a second compile): forward,
+        backward and the optimizer update.
+    """
+    import jax
+
+    lm._symbolic_build(data_batch=batch)
+    state = lm._get_jax_state(
+        trainable_variables=True,
+        non_trainable_variables=True,
+        optimizer_variables=True,
+        metrics_variables=True,
+        purge_model_variables=False,
+    )
+    data = keras.tree.map_structure(jax.numpy.asarray, batch)
+    cost = jax.jit(lm.train_step).lower(state, data).cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost["flops"])
+
+
+def xla_forward_flops(lm, x):
+    """XLA's FLOP count of the backbone's forward pass (JAX backend)."""
+    import jax
+
+    values = [v.value for v in lm.backbone.trainable_variables]
+    others = [v.value for v in lm.backbone.non_trainable_variables]
+    data = keras.tree.map_structure(jax.numpy.asarray, x)
+
+    def forward(values, others, data):
+        outputs, _ = lm.backbone.stateless_call(values, others, data)
+        return outputs
+
+    cost = jax.jit(forward).lower(values, others, data).cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost["flops"])
+
+
+def time_train_step(config, batch_size=2, steps=10, dtype=None, seed=0):
+    """Time `train_on_batch` of the task (AdamW, XLA-compiled).
+
+    Args:
+        config: dict. A `MirasolBackbone` config.
+        batch_size: int.
+        steps: int. Timed steps after the compiling one.
+        dtype: str or None.
+        seed: int.
+
+    Returns:
+        dict: `compile_s` (the first step), `median_s`, `min_s`, `max_s`,
+        `samples_per_s`, `parameters`, `traces` (times the step function
+        was traced by the first step: 1 on JAX, 2 on TensorFlow, whose
+        `tf.function` traces again after creating variables), `retraces`
+        (traces during the timed steps: 0 when nothing recompiles), and
+        on JAX `xla_flops`.
+    """
+    keras.utils.set_random_seed(seed)
+    lm = build_lm(config, dtype=dtype)
+    batch = random_batch(config, batch_size, seed=seed)
+    traces = []
+    train_step = lm.train_step
+
+    def counting_train_step(*args, **kwargs):
+        traces.append(1)
+        return train_step(*args, **kwargs)
+
+    lm.train_step = counting_train_step
+    start = time.perf_counter()
+    lm.train_on_batch(*batch)
+    compile_s = time.perf_counter() - start
+    first_traces = len(traces)
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        lm.train_on_batch(*batch)
+        seconds.append(time.perf_counter() - start)
+    result = _summary(seconds)
+    result.update(
+        compile_s=compile_s - result["median_s"],
+        samples_per_s=batch_size / result["median_s"],
+        parameters=lm.backbone.count_params(),
+        traces=first_traces,
+        retraces=len(traces) - first_traces,
+        batch_size=batch_size,
+    )
+    lm.train_step = train_step
+    if keras.backend.backend() == "jax":
+        result["xla_flops"] = xla_train_step_flops(lm, batch)
+    return result
+
+
+def uncached_generate_function(lm, new_tokens):
+    """Greedy decoding that runs the text decoder over the whole prefix.
+
+    The media side runs once per call, as in `generate()`; then each new
+    token costs one full decoder pass over `[B, L]` (no key/value cache).
+
+    Args:
+        lm: `MirasolCausalLM`.
+        new_tokens: int.
+
+    Returns:
+        A function of backbone inputs whose `token_ids` hold the prompt in
+        the first `L - new_tokens` positions; returns the filled
+        `token_ids`.
+    """
+    decoder = lm.backbone.text_decoder
+    encode = compiled(lm.encode_media)
+
+    def next_token(token_ids, padding_mask, av_latents, index):
+        hidden = decoder(token_ids, av_latents, padding_mask)
+        logits = decoder.token_embedding(hidden, reverse=True)
+        logits = ops.take(logits, index - 1, axis=1)
+        return ops.cast(ops.argmax(logits, axis=-1), "int32")
+
+    next_token = compiled(next_token)
+
+    def generate(inputs):
+        av_latents = encode(inputs)
+        token_ids = ops.convert_to_tensor(inputs["token_ids"])
+        length = ops.shape(token_ids)[1]
+        padding_mask = ops.convert_to_tensor(inputs["padding_mask"])
+        for index in range(length - new_tokens, length):
+            token = next_token(
+                token_ids,
+                padding_mask,
+                av_latents,
+                ops.convert_to_tensor(index, "int32"),
+            )
+            position = ops.one_hot(index, length, dtype="int32")[None, :]
+            token_ids = token_ids * (1 - position) + token[:, None] * position
+            padding_mask = ops.maximum(padding_mask, position)
+        return token_ids
+
+    return generate
+
+
+def time_generation(
+    config, new_tokens=32, batch_size=2, prompt_length=4, steps=5, seed=0
+):
+    """Answer tokens per second with the caches and without.
+
+    Both decode greedily `new_tokens` after a `prompt_length` prompt and
+    encode the clip once per call; the text sequence is
+    `prompt_length + new_tokens` long (the config's `max_sequence_length`
+    is raised to fit).
+
+    Returns:
+        dict with `cached` and `uncached` timings (`median_s`, ...,
+        `compile_s`, `tokens_per_s`), `speedup` (uncached / cached median
+        time), `traces` (times `generate_step` was traced by the first
+        call), `retraces` (traces in later calls: 0 when nothing
+        recompiles) and
+        `same_tokens` (whether both decoded the same answer).
+    """
+    length = prompt_length + new_tokens
+    config = dict(
+        config,
+        max_sequence_length=max(config["max_sequence_length"], length),
+    )
+    keras.utils.set_random_seed(seed)
+    lm = build_lm(config)
+    x, _, _ = random_batch(config, batch_size, text_length=length, seed=seed)
+    x["token_ids"][:, prompt_length:] = 0
+    x["padding_mask"][:, prompt_length:] = 0
+    traces = []
+    generate_step = lm.generate_step
+
+    def counting_generate_step(*args, **kwargs):
+        traces.append(1)
+        return generate_step(*args, **kwargs)
+
+    lm.generate_step = counting_generate_step
+
+    def cached(inputs):
+        outputs = lm.generate(inputs, stop_token_ids=None, strip_prompt=False)
+        return outputs["token_ids"]
+
+    uncached = uncached_generate_function(lm, new_tokens)
+    result = {"new_tokens": new_tokens, "batch_size": batch_size}
+    answers = {}
+    first_traces = 0
+    for name, fn in (("cached", cached), ("uncached", uncached)):
+        start = time.perf_counter()
+        answers[name] = _block(fn(x))
+        compile_s = time.perf_counter() - start
+        if name == "cached":
+            first_traces = len(traces)
+        seconds = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            _block(fn(x))
+            seconds.append(time.perf_counter() - start)
+        timing = _summary(seconds)
+        timing["compile_s"] = compile_s - timing["median_s"]
+        timing["tokens_per_s"] = batch_size * new_tokens / timing["median_s"]
+        result[name] = timing
+    lm.generate_step = generate_step
+    result["speedup"] = (
+        result["uncached"]["median_s"] / result["cached"]["median_s"]
+    )
+    result["traces"] = first_traces
+    result["retraces"] = len(traces) - first_traces
+    result["same_tokens"] = bool(
+        np.array_equal(answers["cached"], answers["uncached"])
+    )
+    return result

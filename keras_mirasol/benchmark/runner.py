@@ -1,0 +1,524 @@
+"""`keras-mirasol bench`: every measurement in one run, one at a time.
+
+Each job runs in its own process (`keras_mirasol.benchmark.worker`), one
+after the other, never two at once; the runner collects the results,
+derives the ratios (MFU, speedups) from numbers of this same run, prints
+a table and writes everything as JSON.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from keras_mirasol.benchmark.configs import CONFIG_NAMES
+from keras_mirasol.benchmark.configs import benchmark_config
+from keras_mirasol.benchmark.configs import spectrogram_frames
+
+SECTIONS = ("train", "port", "generate", "pipeline")
+# (frames, spectrogram frames) of the peer-matched points: the port and
+# our model get the same length at each frame count.
+PEER_POINTS = ((16, 1024), (64, 4096))
+GENERATE_TOKENS = (32, 64)
+
+
+class JobError(RuntimeError):
+    pass
+
+
+def run_job(job, backend=None, timeout=3600):
+    """Run `job` in a fresh process; return its result dict.
+
+    Args:
+        job: dict for `keras_mirasol.benchmark.worker`.
+        backend: str or None. `KERAS_BACKEND` of the process.
+        timeout: float. Seconds before the job is stopped.
+
+    Raises:
+        JobError: naming the job and the end of its stderr.
+    """
+    env = dict(os.environ)
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    command = [
+        sys.executable,
+        "-m",
+        "keras_mirasol.benchmark.worker",
+        json.dumps(job),
+    ]
+    try:
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as error:
+        raise JobError(f"{job} timed out after {timeout} s") from error
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines:
+        raise JobError(
+            f"{job} on {backend} failed (exit {done.returncode}):\n"
+            + done.stderr[-3000:]
+        )
+    return json.loads(lines[-1])
+
+
+def plan_jobs(
+    configs=CONFIG_NAMES,
+    backends=("jax", "tensorflow"),
+    sections=SECTIONS,
+    dtypes=("float32", "mixed_bfloat16"),
+    batch_size=2,
+    steps=10,
+    threads=None,
+    peer_points=PEER_POINTS,
+    generate_tokens=GENERATE_TOKENS,
+    records=None,
+):
+    """The benchmark's jobs, in the order they run.
+
+    Args:
+        records: str or None. `convert` output for the pipeline section
+            (default: 200 synthetic clips written for it).
+
+    Returns:
+        list of `(section, backend, job)`; `backend` is None for the
+        port's jobs.
+    """
+    threads = threads or os.cpu_count()
+    jobs = []
+    train_points = []
+    for name in configs:
+        if name == "peer-matched":
+            for frames, spec in peer_points:
+                train_points.append(
+                    dict(config=name, frames=frames, spectrogram_frames=spec)
+                )
+        else:
+            train_points.append(dict(config=name))
+    for backend in backends:
+        jobs.append(("peak", backend, {"kind": "peak"}))
+        if "train" in sections:
+            for point in train_points:
+                for dtype in dtypes:
+                    jobs.append(
+                        (
+                            "train",
+                            backend,
+                            dict(
+                                point,
+                                kind="train",
+                                dtype=dtype,
+                                batch_size=batch_size,
+                                steps=steps,
+                            ),
+                        )
+                    )
+        if "generate" in sections:
+            for tokens in generate_tokens:
+                jobs.append(
+                    (
+                        "generate",
+                        backend,
+                        dict(
+                            kind="generate",
+                            config="peer-matched",
+                            frames=peer_points[0][0],
+                            spectrogram_frames=peer_points[0][1],
+                            new_tokens=tokens,
+                            batch_size=batch_size,
+                            steps=max(3, steps // 2),
+                        ),
+                    )
+                )
+        if "pipeline" in sections:
+            jobs.append(
+                (
+                    "pipeline",
+                    backend,
+                    dict(
+                        kind="pipeline",
+                        config="mirasol_tiny",
+                        batch_size=96,
+                        questions_per_clip=6,
+                        steps=steps * 2,
+                        records=records,
+                    ),
+                )
+            )
+    if "port" in sections:
+        for frames, spec in peer_points:
+            jobs.append(
+                (
+                    "port",
+                    None,
+                    dict(
+                        kind="port_train",
+                        frames=frames,
+                        spectrogram_frames=spec,
+                        batch_size=batch_size,
+                        steps=steps,
+                        threads=threads,
+                    ),
+                )
+            )
+        if "generate" in sections:
+            for tokens in generate_tokens:
+                jobs.append(
+                    (
+                        "port",
+                        None,
+                        dict(
+                            kind="port_generate",
+                            frames=peer_points[0][0],
+                            spectrogram_frames=peer_points[0][1],
+                            new_tokens=tokens,
+                            batch_size=batch_size,
+                            steps=max(3, steps // 2),
+                            threads=threads,
+                        ),
+                    )
+                )
+    return jobs
+
+
+def _point_name(job):
+    if job["config"] == "peer-matched":
+        return f"peer-matched {job['frames']}f/{job['spectrogram_frames']}"
+    return job["config"]
+
+
+def summarize(records):
+    """Derive the ratios from one run's job records.
+
+    Args:
+        records: list of dicts `{section, backend, job, result}` (or
+            `error` in place of `result`).
+
+    Returns:
+        dict with `peak`, `train`, `port`, `generate`, `pipeline` rows.
+    """
+    peaks = {
+        r["backend"]: r["result"]["gflops"]
+        for r in records
+        if r["section"] == "peak" and "result" in r
+    }
+    flops = {}
+    for r in records:
+        if r["section"] == "train" and "xla_flops" in r.get("result", {}):
+            key = (_point_name(r["job"]), r["job"]["dtype"])
+            flops[key] = r["result"]["xla_flops"]
+    summary = {
+        "peak_gflops": peaks,
+        "train": [],
+        "port": [],
+        "generate": [],
+        "pipeline": [],
+        "errors": [],
+    }
+    for r in records:
+        if "error" in r:
+            summary["errors"].append(
+                {"section": r["section"], "job": r["job"], "error": r["error"]}
+            )
+            continue
+        result, job = r["result"], r["job"]
+        if r["section"] == "train":
+            key = (_point_name(job), job["dtype"])
+            row = dict(
+                config=key[0],
+                dtype=key[1],
+                backend=r["backend"],
+                step_s=result["median_s"],
+                min_s=result["min_s"],
+                max_s=result["max_s"],
+                samples_per_s=result["samples_per_s"],
+                compile_s=result["compile_s"],
+                parameters=result["parameters"],
+                retraces=result["retraces"],
+            )
+            if key in flops:
+                row["flops"] = flops[key]
+                row["flops_source"] = "XLA cost analysis of the JAX step"
+                if r["backend"] in peaks:
+                    row["mfu"] = (
+                        flops[key] / result["median_s"] / 1e9
+                    ) / peaks[r["backend"]]
+            if job["config"] != "peer-matched":
+                config = benchmark_config(job["config"])
+            else:
+                config = benchmark_config(
+                    "peer-matched", job["frames"], job["spectrogram_frames"]
+                )
+            row["spectrogram_frames"] = spectrogram_frames(config)
+            summary["train"].append(row)
+        elif r["section"] == "generate":
+            summary["generate"].append(
+                dict(
+                    backend=r["backend"],
+                    new_tokens=result["new_tokens"],
+                    cached_tokens_per_s=result["cached"]["tokens_per_s"],
+                    uncached_tokens_per_s=result["uncached"]["tokens_per_s"],
+                    cached_s=result["cached"]["median_s"],
+                    uncached_s=result["uncached"]["median_s"],
+                    cached_compile_s=result["cached"]["compile_s"],
+                    speedup=result["speedup"],
+                    retraces=result["retraces"],
+                    same_tokens=result["same_tokens"],
+                )
+            )
+        elif r["section"] == "pipeline":
+            summary["pipeline"].append(dict(result, backend=r["backend"]))
+        elif r["section"] == "port":
+            summary["port"].append(dict(result, kind=job["kind"], job=job))
+    _compare_with_port(summary)
+    return summary
+
+
+def _compare_with_port(summary):
+    """Add our/port step time ratios and generation ratios."""
+    comparisons = []
+    for port in summary["port"]:
+        job = port["job"]
+        if port["kind"] == "port_train":
+            name = _point_name(dict(job, config="peer-matched"))
+            for row in summary["train"]:
+                if row["config"] == name and row["dtype"] == "float32":
+                    comparisons.append(
+                        dict(
+                            config=name,
+                            backend=row["backend"],
+                            ours_s=row["step_s"],
+                            port_s=port["median_s"],
+                            speedup=port["median_s"] / row["step_s"],
+                            ours_parameters=row["parameters"],
+                            port_parameters=port["parameters"],
+                            port_parameters_without_heads=port[
+                                "parameters_without_heads"
+                            ],
+                            port_spectrogram_frames=job["spectrogram_frames"],
+                            ours_spectrogram_frames=row["spectrogram_frames"],
+                        )
+                    )
+        else:
+            for row in summary["generate"]:
+                if row["new_tokens"] == job["new_tokens"]:
+                    comparisons.append(
+                        dict(
+                            config="generate",
+                            backend=row["backend"],
+                            new_tokens=job["new_tokens"],
+                            ours_tokens_per_s=row["cached_tokens_per_s"],
+                            port_tokens_per_s=port["tokens_per_s"],
+                            speedup=row["cached_tokens_per_s"]
+                            / port["tokens_per_s"],
+                        )
+                    )
+    summary["against_port"] = comparisons
+
+
+def _table(headers, rows):
+    widths = [
+        max(len(str(h)), *(len(str(r[i])) for r in rows))
+        for i, h in enumerate(headers)
+    ]
+    lines = [
+        "| "
+        + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths))
+        + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    for row in rows:
+        lines.append(
+            "| "
+            + " | ".join(str(c).ljust(w) for c, w in zip(row, widths))
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def _f(value, digits=3):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _millions(value):
+    return f"{value / 1e6:.1f}M"
+
+
+def _port_table(summary, port_train):
+    """Our float32 step beside the port's, per peer-matched point."""
+    rows = []
+    for port in port_train:
+        job = port["job"]
+        name = _point_name(dict(job, config="peer-matched"))
+        ours = [
+            r
+            for r in summary["train"]
+            if r["config"] == name and r["dtype"] == "float32"
+        ]
+        for row in ours or [None]:
+            rows.append(
+                [
+                    name,
+                    row["backend"] if row else "-",
+                    _f(row["step_s"]) if row else "-",
+                    _f(port["median_s"]),
+                    f"{port['median_s'] / row['step_s']:.2f}x" if row else "-",
+                    _millions(row["parameters"]) if row else "-",
+                    f"{_millions(port['parameters'])} "
+                    f"({_millions(port['parameters_without_heads'])})",
+                    f"{row['spectrogram_frames'] if row else '-'} / "
+                    f"{job['spectrogram_frames']}",
+                ]
+            )
+    return _table(
+        [
+            "config",
+            "backend",
+            "ours s",
+            "port s",
+            "port/ours",
+            "params ours",
+            "params port (without recon heads)",
+            "spectrogram frames ours / port",
+        ],
+        rows,
+    )
+
+
+def format_summary(summary):
+    """The summary as Markdown tables (what the README shows)."""
+    parts = []
+    peaks = ", ".join(
+        f"{b} {g:.0f} GFLOP/s" for b, g in summary["peak_gflops"].items()
+    )
+    parts.append(f"Measured float32 matmul peak: {peaks or '-'}")
+    if summary["train"]:
+        parts.append(
+            _table(
+                [
+                    "config",
+                    "dtype",
+                    "backend",
+                    "step s (min-max)",
+                    "samples/s",
+                    "GFLOP/step",
+                    "MFU",
+                    "compile s",
+                    "params",
+                    "retraces",
+                ],
+                [
+                    [
+                        r["config"],
+                        r["dtype"],
+                        r["backend"],
+                        f"{_f(r['step_s'])} ({_f(r['min_s'])}-"
+                        f"{_f(r['max_s'])})",
+                        _f(r["samples_per_s"]),
+                        _f(r.get("flops", 0) / 1e9 or None),
+                        f"{r['mfu']:.0%}" if "mfu" in r else "-",
+                        _f(r["compile_s"]),
+                        f"{r['parameters'] / 1e6:.1f}M",
+                        r["retraces"],
+                    ]
+                    for r in summary["train"]
+                ],
+            )
+        )
+    port_train = [r for r in summary["port"] if r["kind"] == "port_train"]
+    if port_train:
+        parts.append(_port_table(summary, port_train))
+    if summary["generate"]:
+        port = {
+            r["new_tokens"]: r["port_tokens_per_s"]
+            for r in summary.get("against_port", [])
+            if "port_tokens_per_s" in r
+        }
+        parts.append(
+            _table(
+                [
+                    "backend",
+                    "answer tokens",
+                    "cached tok/s",
+                    "uncached tok/s",
+                    "cached/uncached",
+                    "port tok/s",
+                    "cached/port",
+                    "compile s",
+                    "retraces",
+                    "same tokens",
+                ],
+                [
+                    [
+                        r["backend"],
+                        r["new_tokens"],
+                        _f(r["cached_tokens_per_s"]),
+                        _f(r["uncached_tokens_per_s"]),
+                        f"{r['speedup']:.1f}x",
+                        _f(port.get(r["new_tokens"])),
+                        (
+                            f"{r['cached_tokens_per_s'] / port[r['new_tokens']]:.1f}x"  # noqa: E501
+                            if r["new_tokens"] in port
+                            else "-"
+                        ),
+                        _f(r["cached_compile_s"]),
+                        r["retraces"],
+                        r["same_tokens"],
+                    ]
+                    for r in summary["generate"]
+                ],
+            )
+        )
+    if summary["pipeline"]:
+        parts.append(
+            _table(
+                [
+                    "backend",
+                    "preset",
+                    "batch",
+                    "pipeline b/s",
+                    "model b/s",
+                    "pipeline/model",
+                ],
+                [
+                    [
+                        r["backend"],
+                        r["preset"],
+                        r["batch_size"],
+                        _f(r["pipeline_batches_per_s"]),
+                        _f(r["model_steps_per_s"]),
+                        f"{r['ratio']:.2f}x",
+                    ]
+                    for r in summary["pipeline"]
+                ],
+            )
+        )
+    for error in summary["errors"]:
+        parts.append(
+            f"FAILED {error['section']} {error['job']}: "
+            f"{error['error'].splitlines()[0]}"
+        )
+    return "\n\n".join(parts)
+
+
+def run_benchmark(jobs, log=print):
+    """Run `jobs` one after the other; a failed job is recorded, not fatal.
+
+    Returns:
+        list of records `{section, backend, job, result | error}`.
+    """
+    records = []
+    for i, (section, backend, job) in enumerate(jobs, 1):
+        log(f"[{i}/{len(jobs)}] {section} {backend or 'torch'} {job}")
+        record = {"section": section, "backend": backend, "job": job}
+        try:
+            record["result"] = run_job(job, backend)
+        except JobError as error:
+            record["error"] = str(error)
+            log(f"  failed: {str(error).splitlines()[0]}")
+        records.append(record)
+    return records

@@ -1,0 +1,76 @@
+"""What `keras-mirasol bench` computes, on small models (not timings)."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_mirasol.benchmark import measure
+from keras_mirasol.models.backbone import MirasolBackbone
+from tests.conftest import small_config
+
+jax_only = pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="XLA cost analysis via JAX"
+)
+
+
+def test_train_step_is_compiled_once_and_counts_the_model():
+    config = small_config()
+    result = measure.time_train_step(config, batch_size=2, steps=2)
+    assert result["traces"] >= 1
+    assert result["retraces"] == 0
+    assert result["timed_steps"] == 2
+    assert result["min_s"] <= result["median_s"] <= result["max_s"]
+    assert result["parameters"] == (
+        MirasolBackbone.from_config(config).count_params()
+    )
+
+
+@jax_only
+def test_xla_flops_cover_forward_backward_and_scale_with_batch():
+    config = small_config()
+    lm = measure.build_lm(config)
+    batch2 = measure.random_batch(config, 2)
+    batch4 = measure.random_batch(config, 4)
+    forward = measure.xla_forward_flops(lm, batch2[0])
+    step2 = measure.xla_train_step_flops(lm, batch2)
+    step4 = measure.xla_train_step_flops(lm, batch4)
+    # Backward costs up to twice the forward (less where no gradient
+    # flows: the log-mel front end, the input of the first layers).
+    assert 2.0 < step2 / forward < 3.6
+    # Almost everything is per example (AdamW's update is not).
+    assert 1.8 < step4 / step2 <= 2.0
+
+
+def test_cached_and_uncached_generation_decode_the_same_answer():
+    config = small_config(max_sequence_length=16)
+    result = measure.time_generation(
+        config, new_tokens=6, batch_size=2, prompt_length=3, steps=1
+    )
+    assert result["same_tokens"]
+    assert result["retraces"] == 0
+    assert result["traces"] == 1
+    assert result["cached"]["tokens_per_s"] > 0
+    assert result["speedup"] == pytest.approx(
+        result["uncached"]["median_s"] / result["cached"]["median_s"]
+    )
+
+
+def test_uncached_generation_fills_only_the_answer():
+    config = small_config()
+    lm = measure.build_lm(config)
+    x, _, _ = measure.random_batch(config, 2, text_length=10)
+    x["token_ids"][:, 4:] = 0
+    x["padding_mask"][:, 4:] = 0
+    out = keras.ops.convert_to_numpy(
+        measure.uncached_generate_function(lm, new_tokens=6)(x)
+    )
+    np.testing.assert_array_equal(out[:, :4], x["token_ids"][:, :4])
+    assert out.shape == (2, 10)
+    assert (out[:, 4:] >= 0).all()
+    assert (out[:, 4:] < config["vocabulary_size"]).all()
+
+
+def test_matmul_peak_reports_the_best_call():
+    peak = measure.matmul_peak(size=256, repeats=3)
+    assert peak["size"] == 256
+    assert peak["gflops"] >= peak["median_gflops"] > 0

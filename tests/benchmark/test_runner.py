@@ -1,0 +1,129 @@
+"""The benchmark runner: its plan, its ratios, its failures and its CLI."""
+
+import json
+
+import keras
+import pytest
+
+from keras_mirasol import cli
+from keras_mirasol.benchmark import runner
+
+
+def test_plan_runs_every_point_on_every_backend_and_the_port_once():
+    jobs = runner.plan_jobs(
+        configs=("mirasol_tiny", "peer-matched"),
+        backends=("jax", "tensorflow"),
+        dtypes=("float32", "mixed_bfloat16"),
+    )
+    train = [job for section, _, job in jobs if section == "train"]
+    # tiny + two peer-matched points, two dtypes, two backends.
+    assert len(train) == 3 * 2 * 2
+    port = [(b, job) for section, b, job in jobs if section == "port"]
+    assert {job["kind"] for _, job in port} == {"port_train", "port_generate"}
+    assert all(backend is None for backend, _ in port)
+    assert len([j for _, j in port if j["kind"] == "port_train"]) == 2
+    peaks = [b for section, b, _ in jobs if section == "peak"]
+    assert peaks == ["jax", "tensorflow"]
+
+
+def _record(section, backend, job, **result):
+    return {
+        "section": section,
+        "backend": backend,
+        "job": job,
+        "result": result,
+    }
+
+
+def test_summary_derives_mfu_and_port_ratio_from_the_same_run():
+    point = dict(config="peer-matched", frames=16, spectrogram_frames=1024)
+    step = dict(
+        min_s=0.09,
+        max_s=0.2,
+        samples_per_s=20.0,
+        compile_s=5.0,
+        parameters=100,
+        traces=1,
+        retraces=0,
+    )
+    records = [
+        _record("peak", "jax", {"kind": "peak"}, gflops=400.0),
+        _record("peak", "tensorflow", {"kind": "peak"}, gflops=200.0),
+        _record(
+            "train",
+            "jax",
+            dict(point, kind="train", dtype="float32"),
+            median_s=0.1,
+            xla_flops=20e9,
+            **step,
+        ),
+        _record(
+            "train",
+            "tensorflow",
+            dict(point, kind="train", dtype="float32"),
+            median_s=0.2,
+            **step,
+        ),
+        _record(
+            "port",
+            None,
+            dict(point, kind="port_train"),
+            median_s=0.3,
+            parameters=110,
+            parameters_without_heads=101,
+        ),
+        {
+            "section": "train",
+            "backend": "jax",
+            "job": {"config": "mirasol_tiny", "dtype": "float32"},
+            "error": "boom\nmore",
+        },
+    ]
+    summary = runner.summarize(records)
+    jax_row, tf_row = summary["train"]
+    # 20 GFLOP in 0.1 s = 200 GFLOP/s, half of JAX's measured 400.
+    assert jax_row["mfu"] == pytest.approx(0.5)
+    # TensorFlow runs the same program: JAX's count, TF's own peak.
+    assert tf_row["mfu"] == pytest.approx(20 / 0.2 / 200)
+    ratios = {r["backend"]: r["speedup"] for r in summary["against_port"]}
+    assert ratios == pytest.approx({"jax": 3.0, "tensorflow": 1.5})
+    assert summary["errors"][0]["error"].startswith("boom")
+    table = runner.format_summary(summary)
+    assert "3.00x" in table and "FAILED" in table
+
+
+def test_a_failing_job_names_itself():
+    with pytest.raises(runner.JobError, match="no_such_kind"):
+        runner.run_job({"kind": "no_such_kind"}, keras.backend.backend())
+
+
+def test_bench_command_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = cli.main(
+        [
+            "bench",
+            "--config",
+            "mirasol_tiny",
+            "--backends",
+            keras.backend.backend(),
+            "--sections",
+            "train",
+            "--dtypes",
+            "float32",
+            "--steps",
+            "2",
+            "--output",
+            str(out),
+            "--json",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0
+    saved = json.loads(out.read_text())
+    summary = json.loads(printed.strip().splitlines()[-1])
+    assert summary["train"] == saved["summary"]["train"]
+    (row,) = summary["train"]
+    assert row["config"] == "mirasol_tiny" and row["retraces"] == 0
+    assert "mirasol_tiny" in printed and "GFLOP/s" in printed
+    if keras.backend.backend() == "jax":
+        assert 0 < row["mfu"] < 1
