@@ -21,6 +21,12 @@ def cases():
             layers.TubeletEmbedding(8, (2, 4, 4), name="tubelets"),
             [normal(2, 4, 8, 8, 3)],
         ),
+        "framed_mel_spectrogram": (
+            layers.FramedMelSpectrogram(
+                fft_length=64, sequence_stride=16, num_mel_bins=8, name="mel"
+            ),
+            [normal(2, 256)],
+        ),
         "transformer_stack": (
             layers.TransformerStack(2, 2, 16, name="stack"),
             [normal(2, 5, 8)],

@@ -121,6 +121,10 @@ def random_batch(config, batch_size, text_length=None, seed=0):
 def build_lm(config, dtype=None, learning_rate=1e-4):
     """A `MirasolCausalLM` without preprocessor, compiled with AdamW.
 
+    The training step is XLA-compiled on every backend that can
+    (`jit_compile=True`; Keras's `"auto"` leaves TensorFlow on a CPU
+    without XLA).
+
     Args:
         config: dict. A `MirasolBackbone` config.
         dtype: str or None. E.g. `"mixed_bfloat16"`.
@@ -131,7 +135,10 @@ def build_lm(config, dtype=None, learning_rate=1e-4):
     """
     backbone = MirasolBackbone.from_config(dict(config, dtype=dtype))
     lm = MirasolCausalLM(backbone, preprocessor=None)
-    lm.compile(optimizer=keras.optimizers.AdamW(learning_rate))
+    lm.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate),
+        jit_compile=keras.backend.backend() != "torch",
+    )
     return lm
 
 
@@ -236,23 +243,21 @@ def time_train_step(config, batch_size=2, steps=10, dtype=None, seed=0):
     return result
 
 
-def uncached_generate_function(lm, new_tokens):
+def uncached_decode_function(lm, new_tokens):
     """Greedy decoding that runs the text decoder over the whole prefix.
 
-    The media side runs once per call, as in `generate()`; then each new
-    token costs one full decoder pass over `[B, L]` (no key/value cache).
+    Each new token costs one full decoder pass over `[B, L]`: no
+    key/value cache.
 
     Args:
         lm: `MirasolCausalLM`.
         new_tokens: int.
 
     Returns:
-        A function of backbone inputs whose `token_ids` hold the prompt in
-        the first `L - new_tokens` positions; returns the filled
-        `token_ids`.
+        A function `(av_latents, token_ids, padding_mask) -> token_ids`
+        filling the last `new_tokens` positions of `token_ids`.
     """
     decoder = lm.backbone.text_decoder
-    encode = compiled(lm.encode_media)
 
     def next_token(token_ids, padding_mask, av_latents, index):
         hidden = decoder(token_ids, av_latents, padding_mask)
@@ -262,11 +267,10 @@ def uncached_generate_function(lm, new_tokens):
 
     next_token = compiled(next_token)
 
-    def generate(inputs):
-        av_latents = encode(inputs)
-        token_ids = ops.convert_to_tensor(inputs["token_ids"])
+    def decode(av_latents, token_ids, padding_mask):
+        token_ids = ops.convert_to_tensor(token_ids)
+        padding_mask = ops.convert_to_tensor(padding_mask)
         length = ops.shape(token_ids)[1]
-        padding_mask = ops.convert_to_tensor(inputs["padding_mask"])
         for index in range(length - new_tokens, length):
             token = next_token(
                 token_ids,
@@ -279,7 +283,45 @@ def uncached_generate_function(lm, new_tokens):
             padding_mask = ops.maximum(padding_mask, position)
         return token_ids
 
+    return decode
+
+
+def uncached_generate_function(lm, new_tokens):
+    """`generate()` without caches: media once, then full decoder passes.
+
+    Args:
+        lm: `MirasolCausalLM`.
+        new_tokens: int.
+
+    Returns:
+        A function of backbone inputs whose `token_ids` hold the prompt in
+        the first `L - new_tokens` positions; returns the filled
+        `token_ids`.
+    """
+    encode = compiled(lm.encode_media)
+    decode = uncached_decode_function(lm, new_tokens)
+
+    def generate(inputs):
+        return decode(
+            encode(inputs), inputs["token_ids"], inputs["padding_mask"]
+        )
+
     return generate
+
+
+def _time_calls(fn, steps):
+    """`(first output, timing dict)` of `steps` calls after a first one."""
+    start = time.perf_counter()
+    first = _block(fn())
+    compile_s = time.perf_counter() - start
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        _block(fn())
+        seconds.append(time.perf_counter() - start)
+    timing = _summary(seconds)
+    timing["compile_s"] = compile_s - timing["median_s"]
+    return first, timing
 
 
 def time_generation(
@@ -287,18 +329,20 @@ def time_generation(
 ):
     """Answer tokens per second with the caches and without.
 
-    Both decode greedily `new_tokens` after a `prompt_length` prompt and
-    encode the clip once per call; the text sequence is
-    `prompt_length + new_tokens` long (the config's `max_sequence_length`
-    is raised to fit).
+    Every variant decodes greedily `new_tokens` after a `prompt_length`
+    prompt; the text sequence is `prompt_length + new_tokens` long (the
+    config's `max_sequence_length` is raised to fit). `cached` and
+    `uncached` are whole calls from the clip (the media side once, then
+    decoding, as `generate()` does); `cached_decode` and `uncached_decode`
+    decode from latents already computed, the part the caches change.
 
     Returns:
-        dict with `cached` and `uncached` timings (`median_s`, ...,
-        `compile_s`, `tokens_per_s`), `speedup` (uncached / cached median
-        time), `traces` (times `generate_step` was traced by the first
-        call), `retraces` (traces in later calls: 0 when nothing
-        recompiles) and
-        `same_tokens` (whether both decoded the same answer).
+        dict with a timing per variant (`median_s`, ..., `compile_s`,
+        `tokens_per_s`), `speedup` (uncached / cached median time, whole
+        calls), `decode_speedup` (the same for decoding alone), `traces`
+        (times `generate_step` was traced by the first call), `retraces`
+        (traces in later calls: 0 when nothing recompiles) and
+        `same_tokens` (whether every variant decoded the same answer).
     """
     length = prompt_length + new_tokens
     config = dict(
@@ -318,37 +362,46 @@ def time_generation(
         return generate_step(*args, **kwargs)
 
     lm.generate_step = counting_generate_step
-
-    def cached(inputs):
-        outputs = lm.generate(inputs, stop_token_ids=None, strip_prompt=False)
-        return outputs["token_ids"]
-
+    av_latents = _block(compiled(lm.encode_media)(x))
+    cached_decode = compiled(
+        lambda av, ids, mask: lm.generate_from_latents(av, ids, mask)[
+            "token_ids"
+        ]
+    )
+    uncached_decode = uncached_decode_function(lm, new_tokens)
     uncached = uncached_generate_function(lm, new_tokens)
+    variants = {
+        "cached": lambda: lm.generate(
+            x, stop_token_ids=None, strip_prompt=False
+        )["token_ids"],
+        "uncached": lambda: uncached(x),
+        "cached_decode": lambda: cached_decode(
+            av_latents, x["token_ids"], x["padding_mask"]
+        ),
+        "uncached_decode": lambda: uncached_decode(
+            av_latents, x["token_ids"], x["padding_mask"]
+        ),
+    }
     result = {"new_tokens": new_tokens, "batch_size": batch_size}
     answers = {}
     first_traces = 0
-    for name, fn in (("cached", cached), ("uncached", uncached)):
-        start = time.perf_counter()
-        answers[name] = _block(fn(x))
-        compile_s = time.perf_counter() - start
+    for name, fn in variants.items():
+        answers[name], timing = _time_calls(fn, steps)
         if name == "cached":
             first_traces = len(traces)
-        seconds = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            _block(fn(x))
-            seconds.append(time.perf_counter() - start)
-        timing = _summary(seconds)
-        timing["compile_s"] = compile_s - timing["median_s"]
         timing["tokens_per_s"] = batch_size * new_tokens / timing["median_s"]
         result[name] = timing
     lm.generate_step = generate_step
     result["speedup"] = (
         result["uncached"]["median_s"] / result["cached"]["median_s"]
     )
+    result["decode_speedup"] = (
+        result["uncached_decode"]["median_s"]
+        / result["cached_decode"]["median_s"]
+    )
     result["traces"] = first_traces
     result["retraces"] = len(traces) - first_traces
-    result["same_tokens"] = bool(
-        np.array_equal(answers["cached"], answers["uncached"])
+    result["same_tokens"] = all(
+        np.array_equal(answers["cached"], answer) for answer in answers.values()
     )
     return result

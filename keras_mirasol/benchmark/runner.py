@@ -262,6 +262,13 @@ def summarize(records):
                     uncached_s=result["uncached"]["median_s"],
                     cached_compile_s=result["cached"]["compile_s"],
                     speedup=result["speedup"],
+                    cached_decode_tokens_per_s=result["cached_decode"][
+                        "tokens_per_s"
+                    ],
+                    uncached_decode_tokens_per_s=result["uncached_decode"][
+                        "tokens_per_s"
+                    ],
+                    decode_speedup=result["decode_speedup"],
                     retraces=result["retraces"],
                     same_tokens=result["same_tokens"],
                 )
@@ -446,6 +453,7 @@ def format_summary(summary):
                     "cached tok/s",
                     "uncached tok/s",
                     "cached/uncached",
+                    "decode only: cached/uncached",
                     "port tok/s",
                     "cached/port",
                     "compile s",
@@ -459,6 +467,7 @@ def format_summary(summary):
                         _f(r["cached_tokens_per_s"]),
                         _f(r["uncached_tokens_per_s"]),
                         f"{r['speedup']:.1f}x",
+                        f"{r['decode_speedup']:.1f}x",
                         _f(port.get(r["new_tokens"])),
                         (
                             f"{r['cached_tokens_per_s'] / port[r['new_tokens']]:.1f}x"  # noqa: E501

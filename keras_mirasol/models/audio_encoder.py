@@ -6,6 +6,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from keras_mirasol.layers.framed_mel_spectrogram import FramedMelSpectrogram
 from keras_mirasol.layers.transformer_stack import TransformerStack
 from keras_mirasol.models.config_checks import check_divisible
 
@@ -57,7 +58,8 @@ class AudioEncoder(keras.layers.Layer):
     spectrogram, so snippet `t` holds exactly the samples
     `[t * S / T, (t + 1) * S / T)`, the time span of video snippet `t`, and
     no STFT window reaches across a snippet boundary. Each chunk becomes a
-    log-mel spectrogram (`keras.layers.MelSpectrogram`), is cut into
+    log-mel spectrogram (`keras.layers.MelSpectrogram`'s, with the STFT
+    framed by a gather: `FramedMelSpectrogram`), is cut into
     `patch_size` patches and runs through an AST-style transformer.
 
     Args:
@@ -158,7 +160,7 @@ class AudioEncoder(keras.layers.Layer):
         # power_to_db=False: the layer's dB scale clips against the maximum
         # of the whole batch, which would let one snippet (or one clip)
         # change another's features. The log below is per element.
-        self.mel_spectrogram = keras.layers.MelSpectrogram(
+        self.mel_spectrogram = FramedMelSpectrogram(
             fft_length=fft_length,
             sequence_stride=hop_length,
             sequence_length=window_length,

@@ -380,9 +380,30 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
         Returns:
             dict with `token_ids` and `padding_mask` `[B, max_length]`.
         """
-        token_ids = inputs["token_ids"]
-        padding_mask = inputs["padding_mask"]
-        av_latents = self.encode_media(inputs)
+        return self.generate_from_latents(
+            self.encode_media(inputs),
+            inputs["token_ids"],
+            inputs["padding_mask"],
+            stop_token_ids=stop_token_ids,
+        )
+
+    def generate_from_latents(
+        self, av_latents, token_ids, padding_mask, stop_token_ids=None
+    ):
+        """Decode answers for clips already encoded by `encode_media`.
+
+        The text half of `generate_step`: the clip's latents are given,
+        so several prompts about one clip need one media encoding.
+
+        Args:
+            av_latents: float `[B, T * m, av_hidden_dim]`.
+            token_ids: int `[B, max_length]`, prompts padded.
+            padding_mask: the prompts' mask, the shape of `token_ids`.
+            stop_token_ids: tuple of int or None.
+
+        Returns:
+            dict with `token_ids` and `padding_mask` `[B, max_length]`.
+        """
         hidden_states, cache = self.build_cache(token_ids, av_latents)
         row_lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
         index = ops.min(row_lengths)

@@ -53,6 +53,10 @@ def test_cached_and_uncached_generation_decode_the_same_answer():
     assert result["speedup"] == pytest.approx(
         result["uncached"]["median_s"] / result["cached"]["median_s"]
     )
+    assert result["decode_speedup"] == pytest.approx(
+        result["uncached_decode"]["median_s"]
+        / result["cached_decode"]["median_s"]
+    )
 
 
 def test_uncached_generation_fills_only_the_answer():

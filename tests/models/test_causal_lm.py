@@ -125,6 +125,25 @@ def test_greedy_generation_is_deterministic_and_stops(lm_and_config):
     np.testing.assert_array_equal(c["token_ids"][0, :5], a["token_ids"][0, :5])
 
 
+def test_decoding_from_latents_equals_generating_from_the_clip(
+    lm_and_config,
+):
+    lm, config = lm_and_config
+    x = prompt_inputs(config)
+    whole = lm.generate(dict(x), stop_token_ids=None, strip_prompt=False)
+    # Two prompts about each clip: the clip's latents once per prompt.
+    latents = to_numpy(lm.encode_media(x))
+    from_latents = lm.generate_from_latents(
+        np.repeat(latents, 2, axis=0),
+        np.repeat(x["token_ids"], 2, axis=0),
+        np.repeat(x["padding_mask"], 2, axis=0),
+    )
+    np.testing.assert_array_equal(
+        to_numpy(from_latents["token_ids"]),
+        np.repeat(whole["token_ids"], 2, axis=0),
+    )
+
+
 def test_other_samplers(lm_and_config):
     lm, config = lm_and_config
     for sampler in ("top_k", "beam"):
