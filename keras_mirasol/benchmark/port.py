@@ -97,7 +97,9 @@ def time_port_train_step(
 
     Returns:
         dict: `median_s`, `min_s`, `max_s`, `first_step_s`,
-        `samples_per_s`, `parameters`, `threads`, `inputs` (shapes).
+        `samples_per_s`, `parameters`, `threads`, `inputs` (shapes), and
+        `flops` (torch's `FlopCounterMode` over one step: matmuls,
+        convolutions and attention, forward and backward).
     """
     import torch
 
@@ -124,7 +126,14 @@ def time_port_train_step(
         step()
         seconds.append(time.perf_counter() - start)
     result = _summary(seconds)
+    # One more step, not timed, under torch's FLOP counter (matmuls,
+    # convolutions and attention of the forward and backward passes).
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
     result.update(
+        flops=float(counter.get_total_flops()),
         first_step_s=first,
         samples_per_s=batch_size / result["median_s"],
         parameters=port_parameters(model)[0],

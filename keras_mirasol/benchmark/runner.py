@@ -374,6 +374,8 @@ def _port_table(summary, port_train):
                     _f(row["step_s"]) if row else "-",
                     _f(port["median_s"]),
                     f"{port['median_s'] / row['step_s']:.2f}x" if row else "-",
+                    f"{_f((row or {}).get('flops', 0) / 1e9 or None)} / "
+                    f"{_f(port.get('flops', 0) / 1e9 or None)}",
                     _millions(row["parameters"]) if row else "-",
                     f"{_millions(port['parameters'])} "
                     f"({_millions(port['parameters_without_heads'])})",
@@ -388,6 +390,7 @@ def _port_table(summary, port_train):
             "ours s",
             "port s",
             "port/ours",
+            "GFLOP/step ours (XLA) / port (torch)",
             "params ours",
             "params port (without recon heads)",
             "spectrogram frames ours / port",

@@ -71,6 +71,7 @@ def test_summary_derives_mfu_and_port_ratio_from_the_same_run():
             median_s=0.3,
             parameters=110,
             parameters_without_heads=101,
+            flops=15e9,
         ),
         {
             "section": "train",
@@ -90,6 +91,7 @@ def test_summary_derives_mfu_and_port_ratio_from_the_same_run():
     assert summary["errors"][0]["error"].startswith("boom")
     table = runner.format_summary(summary)
     assert "3.00x" in table and "FAILED" in table
+    assert "20 / 15" in table  # GFLOP per step, ours / the port's
 
 
 def test_a_failing_job_names_itself():
