@@ -5,13 +5,11 @@ Every function builds what it times, runs it once to compile, then times
 clock on whatever machine runs them: compare ratios from one run.
 """
 
-import statistics
-import time
-
 import keras
 import numpy as np
 from keras import ops
 
+from keras_mirasol.benchmark.timing import time_calls
 from keras_mirasol.models.backbone import MirasolBackbone
 from keras_mirasol.models.causal_lm import MirasolCausalLM
 
@@ -42,15 +40,6 @@ def _block(x):
     return keras.tree.map_structure(ops.convert_to_numpy, x)
 
 
-def _summary(seconds):
-    return {
-        "median_s": statistics.median(seconds),
-        "min_s": min(seconds),
-        "max_s": max(seconds),
-        "timed_steps": len(seconds),
-    }
-
-
 def matmul_peak(size=2048, repeats=10):
     """The best float32 matmul rate of this backend on this machine.
 
@@ -65,16 +54,11 @@ def matmul_peak(size=2048, repeats=10):
     a = ops.convert_to_tensor(rng.normal(size=(size, size)), "float32")
     b = ops.convert_to_tensor(rng.normal(size=(size, size)), "float32")
     matmul = compiled(ops.matmul)
-    _block(matmul(a, b))
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        _block(matmul(a, b))
-        seconds.append(time.perf_counter() - start)
+    _, _, timing = time_calls(lambda: _block(matmul(a, b)), repeats)
     flops = 2.0 * size**3
     return {
-        "gflops": flops / min(seconds) / 1e9,
-        "median_gflops": flops / statistics.median(seconds) / 1e9,
+        "gflops": flops / timing["min_s"] / 1e9,
+        "median_gflops": flops / timing["median_s"] / 1e9,
         "size": size,
     }
 
@@ -219,16 +203,12 @@ def time_train_step(config, batch_size=2, steps=10, dtype=None, seed=0):
         return train_step(*args, **kwargs)
 
     lm.train_step = counting_train_step
-    start = time.perf_counter()
-    lm.train_on_batch(*batch)
-    compile_s = time.perf_counter() - start
-    first_traces = len(traces)
-    seconds = []
-    for _ in range(steps):
-        start = time.perf_counter()
+
+    def step():
         lm.train_on_batch(*batch)
-        seconds.append(time.perf_counter() - start)
-    result = _summary(seconds)
+        return len(traces)
+
+    first_traces, compile_s, result = time_calls(step, steps)
     result.update(
         compile_s=compile_s - result["median_s"],
         samples_per_s=batch_size / result["median_s"],
@@ -311,15 +291,7 @@ def uncached_generate_function(lm, new_tokens):
 
 def _time_calls(fn, steps):
     """`(first output, timing dict)` of `steps` calls after a first one."""
-    start = time.perf_counter()
-    first = _block(fn())
-    compile_s = time.perf_counter() - start
-    seconds = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        _block(fn())
-        seconds.append(time.perf_counter() - start)
-    timing = _summary(seconds)
+    first, compile_s, timing = time_calls(lambda: _block(fn()), steps)
     timing["compile_s"] = compile_s - timing["median_s"]
     return first, timing
 

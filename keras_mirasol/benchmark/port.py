@@ -6,14 +6,12 @@ Needs the optional `bench` extra (`pip install -e ".[bench]"`): torch,
 are random, of `configs.port_inputs_shape(...)`.
 """
 
-import statistics
-import time
-
 import numpy as np
 
 from keras_mirasol.benchmark.configs import PORT_HEAD_MODULES
 from keras_mirasol.benchmark.configs import port_config
 from keras_mirasol.benchmark.configs import port_inputs_shape
+from keras_mirasol.benchmark.timing import time_calls
 
 
 def port_available():
@@ -27,15 +25,6 @@ def port_available():
             'pip install -e ".[bench]"'
         )
     return None
-
-
-def _summary(seconds):
-    return {
-        "median_s": statistics.median(seconds),
-        "min_s": min(seconds),
-        "max_s": max(seconds),
-        "timed_steps": len(seconds),
-    }
 
 
 def port_parameters(model):
@@ -117,27 +106,20 @@ def time_port_train_step(
         optimizer.step()
         return float(loss)
 
-    start = time.perf_counter()
-    step()
-    first = time.perf_counter() - start
-    seconds = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - start)
-    result = _summary(seconds)
+    _, first, result = time_calls(step, steps)
     # One more step, not timed, under torch's FLOP counter (matmuls,
     # convolutions and attention of the forward and backward passes).
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
         step()
+    total, without_heads = port_parameters(model)
     result.update(
         flops=float(counter.get_total_flops()),
         first_step_s=first,
         samples_per_s=batch_size / result["median_s"],
-        parameters=port_parameters(model)[0],
-        parameters_without_heads=port_parameters(model)[1],
+        parameters=total,
+        parameters_without_heads=without_heads,
         threads=torch.get_num_threads(),
         batch_size=batch_size,
         inputs={k: list(v.shape) for k, v in inputs.items()},
@@ -176,15 +158,7 @@ def time_port_generation(
                 audio=inputs["audio"],
             )
 
-    start = time.perf_counter()
-    out = run()
-    first = time.perf_counter() - start
-    seconds = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    result = _summary(seconds)
+    out, first, result = time_calls(run, steps)
     result.update(
         first_call_s=first,
         tokens_per_s=batch_size * new_tokens / result["median_s"],
