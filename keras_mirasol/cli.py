@@ -492,8 +492,8 @@ def build_parser():
 
     bench = sub.add_parser(
         "bench",
-        help="Training step, MFU, generation, the PyTorch port and the "
-        "input pipeline, measured in one run (each job in its own "
+        help="Training step, MFU, time per part, generation, the PyTorch "
+        "port and the input pipeline, measured in one run (each job in its own "
         "process, one at a time).",
     )
     bench.add_argument(
@@ -505,8 +505,10 @@ def build_parser():
     bench.add_argument("--backends", default="jax,tensorflow")
     bench.add_argument(
         "--sections",
-        default="train,port,generate,pipeline",
-        help="Comma-separated subset of train,port,generate,pipeline.",
+        default="train,parts,port,generate,pipeline",
+        help="Comma-separated subset of train,parts,port,generate,pipeline "
+        "(parts: each part's forward+backward alone, where a step's time "
+        "goes).",
     )
     bench.add_argument("--dtypes", default="float32,mixed_bfloat16")
     bench.add_argument("--batch-size", type=int, default=2)

@@ -5,6 +5,8 @@ Every function builds what it times, runs it once to compile, then times
 clock on whatever machine runs them: compare ratios from one run.
 """
 
+import time
+
 import keras
 import numpy as np
 from keras import ops
@@ -174,8 +176,77 @@ def xla_forward_flops(lm, x):
     return float(cost["flops"])
 
 
+class _StepClock(keras.callbacks.Callback):
+    """Records when each training step's logs are ready."""
+
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def time_fit_steps(lm, batch, steps, on_compiled=None):
+    """Seconds per training step of `lm.fit`, the loop users train with.
+
+    A first `fit` call runs one step (compile); a second runs the batch
+    `steps + 1` times and times the intervals between consecutive steps'
+    ends, so the per-call setup of `fit` is not counted and, unlike
+    `train_on_batch`, the model's variables stay on the device between
+    steps.
+
+    Args:
+        lm: a compiled `MirasolCausalLM`.
+        batch: `(x, y, sample_weight)` of numpy arrays.
+        steps: int. Timed steps.
+        on_compiled: optional function called after the compiling step.
+
+    Returns:
+        dict: `compile_s` (the first `fit` call, one step), `median_s`,
+        `min_s`, `max_s`, `timed_steps`.
+    """
+    x, y, sample_weight = batch
+    batch_size = len(y)
+    repeats = steps + 1
+
+    def tile(array):
+        return np.concatenate([array] * repeats)
+
+    start = time.perf_counter()
+    lm.fit(
+        x,
+        y,
+        sample_weight=sample_weight,
+        batch_size=batch_size,
+        shuffle=False,
+        verbose=0,
+    )
+    compile_s = time.perf_counter() - start
+    if on_compiled is not None:
+        on_compiled()
+    clock = _StepClock()
+    lm.fit(
+        keras.tree.map_structure(tile, x),
+        tile(y),
+        sample_weight=tile(sample_weight),
+        batch_size=batch_size,
+        shuffle=False,
+        verbose=0,
+        callbacks=[clock],
+    )
+    seconds = np.diff(clock.ends)
+    return {
+        "compile_s": compile_s,
+        "median_s": float(np.median(seconds)),
+        "min_s": float(np.min(seconds)),
+        "max_s": float(np.max(seconds)),
+        "timed_steps": len(seconds),
+    }
+
+
 def time_train_step(config, batch_size=2, steps=10, dtype=None, seed=0):
-    """Time `train_on_batch` of the task (AdamW, XLA-compiled).
+    """Time the task's training step (AdamW, XLA-compiled) inside `fit`.
 
     Args:
         config: dict. A `MirasolBackbone` config.
@@ -185,12 +256,12 @@ def time_train_step(config, batch_size=2, steps=10, dtype=None, seed=0):
         seed: int.
 
     Returns:
-        dict: `compile_s` (the first step), `median_s`, `min_s`, `max_s`,
-        `samples_per_s`, `parameters`, `traces` (times the step function
-        was traced by the first step: 1 on JAX, 2 on TensorFlow, whose
-        `tf.function` traces again after creating variables), `retraces`
-        (traces during the timed steps: 0 when nothing recompiles), and
-        on JAX `xla_flops`.
+        dict: `compile_s` (the first `fit` call, one step), `median_s`,
+        `min_s`, `max_s`, `samples_per_s`, `parameters`, `traces` (times
+        the step function was traced by the first call: 1 on JAX, 2 on
+        TensorFlow, whose `tf.function` traces again after creating
+        variables), `retraces` (traces during the timed steps: 0 when
+        nothing recompiles), and on JAX `xla_flops`.
     """
     keras.utils.set_random_seed(seed)
     lm = build_lm(config, dtype=dtype)
@@ -203,18 +274,19 @@ def time_train_step(config, batch_size=2, steps=10, dtype=None, seed=0):
         return train_step(*args, **kwargs)
 
     lm.train_step = counting_train_step
+    compile_traces = None
 
-    def step():
-        lm.train_on_batch(*batch)
-        return len(traces)
+    def on_compiled():
+        nonlocal compile_traces
+        compile_traces = len(traces)
 
-    first_traces, compile_s, result = time_calls(step, steps)
+    result = time_fit_steps(lm, batch, steps, on_compiled=on_compiled)
     result.update(
-        compile_s=compile_s - result["median_s"],
+        compile_s=result["compile_s"] - result["median_s"],
         samples_per_s=batch_size / result["median_s"],
         parameters=lm.backbone.count_params(),
-        traces=first_traces,
-        retraces=len(traces) - first_traces,
+        traces=compile_traces,
+        retraces=len(traces) - compile_traces,
         batch_size=batch_size,
     )
     lm.train_step = train_step
@@ -376,4 +448,146 @@ def time_generation(
     result["same_tokens"] = all(
         np.array_equal(answers["cached"], answer) for answer in answers.values()
     )
+    return result
+
+
+def _part_calls(backbone, x):
+    """`{name: (layer, call, inputs, differentiable)}` for each part.
+
+    Each part gets the inputs the backbone would give it for `x`, computed
+    once here; `call(layer, inputs)` runs it, and `differentiable` lists
+    the inputs that come from another part, whose gradient the training
+    step needs (not the raw media or the token ids).
+    """
+    video = ops.convert_to_tensor(x["video"])
+    audio = ops.convert_to_tensor(x["audio"])
+    token_ids = ops.convert_to_tensor(x["token_ids"])
+    padding_mask = ops.convert_to_tensor(x["padding_mask"])
+    video_tokens = backbone.video_encoder(video)
+    audio_tokens = backbone.audio_encoder(audio)
+    combined = backbone.combiner(video_tokens, audio_tokens)
+    av_latents = backbone.av_decoder(combined)
+    return {
+        "video_encoder": (
+            backbone.video_encoder,
+            lambda layer, a: layer(a[0]),
+            [video],
+            [],
+        ),
+        "audio_encoder": (
+            backbone.audio_encoder,
+            lambda layer, a: layer(a[0]),
+            [audio],
+            [],
+        ),
+        "combiner": (
+            backbone.combiner,
+            lambda layer, a: layer(a[0], a[1]),
+            [video_tokens, audio_tokens],
+            [0, 1],
+        ),
+        "av_decoder": (
+            backbone.av_decoder,
+            lambda layer, a: layer(a[0]),
+            [combined],
+            [0],
+        ),
+        "text_decoder": (
+            backbone.text_decoder,
+            lambda layer, a: layer(a[0], a[1], a[2]),
+            [token_ids, av_latents, padding_mask],
+            [1],
+        ),
+    }
+
+
+def _part_step(layer, call, inputs, float_inputs):
+    """A compiled forward+backward of `layer` on `inputs`.
+
+    The loss is the sum of squares of the output; gradients are taken
+    for the layer's trainable variables and `inputs[i]` for `i` in
+    `float_inputs`, as the training step takes them.
+
+    Returns:
+        `(step, flops)`: `step()` runs once and returns numpy arrays;
+        `flops` is XLA's count (JAX) or None.
+    """
+    backend = keras.backend.backend()
+
+    def loss_of(outputs):
+        return ops.sum(ops.square(ops.cast(outputs, "float32")))
+
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in layer.trainable_variables]
+        others = [v.value for v in layer.non_trainable_variables]
+
+        def loss(trainable, float_values, others, inputs):
+            inputs = list(inputs)
+            for i, value in zip(float_inputs, float_values):
+                inputs[i] = value
+            mapping = list(zip(layer.trainable_variables, trainable))
+            mapping += list(zip(layer.non_trainable_variables, others))
+            with keras.StatelessScope(state_mapping=mapping):
+                return loss_of(call(layer, inputs))
+
+        step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        float_values = [inputs[i] for i in float_inputs]
+        arguments = (trainable, float_values, others, inputs)
+        cost = step.lower(*arguments).cost_analysis()
+        if isinstance(cost, (list, tuple)):
+            cost = cost[0]
+        return (lambda: _block(step(*arguments))), float(cost["flops"])
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def step(inputs):
+            with tf.GradientTape() as tape:
+                tape.watch([inputs[i] for i in float_inputs])
+                value = loss_of(call(layer, inputs))
+            sources = layer.trainable_variables + [
+                inputs[i] for i in float_inputs
+            ]
+            return value, tape.gradient(value, sources)
+
+        return (lambda: _block(step(inputs))), None
+    import torch
+
+    def torch_step():
+        sources = [inputs[i].detach().requires_grad_() for i in float_inputs]
+        current = list(inputs)
+        for i, source in zip(float_inputs, sources):
+            current[i] = source
+        value = loss_of(call(layer, current))
+        weights = [v.value for v in layer.trainable_variables]
+        grads = torch.autograd.grad(value, weights + sources)
+        return _block((value, list(grads)))
+
+    return torch_step, None
+
+
+def time_parts(config, batch_size=2, steps=10, seed=0):
+    """Forward+backward time of each part of the backbone on its own.
+
+    Shows where a training step's time goes: each encoder, the Combiner,
+    the autoregressive AV decoder and the text decoder, each compiled
+    alone (no optimizer). The parts' sum is close to, not equal to, the
+    full step, which also updates the weights and lets XLA fuse across
+    parts.
+
+    Returns:
+        dict `{part: {median_s, min_s, max_s, compile_s, flops}}` with
+        `flops` XLA's count on JAX (None elsewhere).
+    """
+    keras.utils.set_random_seed(seed)
+    backbone = build_lm(config).backbone
+    x, _, _ = random_batch(config, batch_size, seed=seed)
+    result = {}
+    for name, part in _part_calls(backbone, x).items():
+        step, flops = _part_step(*part)
+        _, compile_s, timing = time_calls(step, steps)
+        timing.update(compile_s=compile_s - timing["median_s"], flops=flops)
+        result[name] = timing
     return result

@@ -15,7 +15,7 @@ from keras_mirasol.benchmark.configs import CONFIG_NAMES
 from keras_mirasol.benchmark.configs import benchmark_config
 from keras_mirasol.benchmark.configs import spectrogram_frames
 
-SECTIONS = ("train", "port", "generate", "pipeline")
+SECTIONS = ("train", "parts", "port", "generate", "pipeline")
 # (frames, spectrogram frames) of the peer-matched points: the port and
 # our model get the same length at each frame count.
 PEER_POINTS = ((16, 1024), (64, 4096))
@@ -113,6 +113,21 @@ def plan_jobs(
                             ),
                         )
                     )
+        if "parts" in sections:
+            jobs.append(
+                (
+                    "parts",
+                    backend,
+                    dict(
+                        kind="parts",
+                        config="peer-matched",
+                        frames=peer_points[0][0],
+                        spectrogram_frames=peer_points[0][1],
+                        batch_size=batch_size,
+                        steps=steps,
+                    ),
+                )
+            )
         if "generate" in sections:
             for tokens in generate_tokens:
                 jobs.append(
@@ -211,6 +226,7 @@ def summarize(records):
         "peak_gflops": peaks,
         "train": [],
         "port": [],
+        "parts": [],
         "generate": [],
         "pipeline": [],
         "errors": [],
@@ -273,12 +289,46 @@ def summarize(records):
                     same_tokens=result["same_tokens"],
                 )
             )
+        elif r["section"] == "parts":
+            summary["parts"].extend(_part_rows(r, peaks))
         elif r["section"] == "pipeline":
             summary["pipeline"].append(dict(result, backend=r["backend"]))
         elif r["section"] == "port":
             summary["port"].append(dict(result, kind=job["kind"], job=job))
     _compare_with_port(summary)
+    _share_part_flops(summary["parts"], peaks)
     return summary
+
+
+def _part_rows(record, peaks):
+    """One row per part of a `parts` job, with its share of their sum."""
+    parts = record["result"]["parts"]
+    total = sum(part["median_s"] for part in parts.values())
+    rows = []
+    for name, part in parts.items():
+        row = dict(
+            part=name,
+            backend=record["backend"],
+            config=_point_name(record["job"]),
+            fwd_bwd_s=part["median_s"],
+            min_s=part["min_s"],
+            max_s=part["max_s"],
+            share=part["median_s"] / total,
+            flops=part["flops"],
+        )
+        rows.append(row)
+    return rows
+
+
+def _share_part_flops(rows, peaks):
+    """Give every backend's part rows JAX's FLOP count, and their MFU."""
+    flops = {r["part"]: r["flops"] for r in rows if r["flops"]}
+    for row in rows:
+        row["flops"] = flops.get(row["part"])
+        if row["flops"] and row["backend"] in peaks:
+            row["mfu"] = (
+                row["flops"] / row["fwd_bwd_s"] / 1e9 / peaks[row["backend"]]
+            )
 
 
 def _compare_with_port(summary):
@@ -436,6 +486,33 @@ def format_summary(summary):
                         r["retraces"],
                     ]
                     for r in summary["train"]
+                ],
+            )
+        )
+    if summary["parts"]:
+        parts.append(
+            _table(
+                [
+                    "part (fwd+bwd alone)",
+                    "config",
+                    "backend",
+                    "s (min-max)",
+                    "share of parts",
+                    "GFLOP",
+                    "MFU",
+                ],
+                [
+                    [
+                        r["part"],
+                        r["config"],
+                        r["backend"],
+                        f"{_f(r['fwd_bwd_s'])} ({_f(r['min_s'])}-"
+                        f"{_f(r['max_s'])})",
+                        f"{r['share']:.0%}",
+                        _f((r["flops"] or 0) / 1e9 or None),
+                        f"{r['mfu']:.0%}" if "mfu" in r else "-",
+                    ]
+                    for r in summary["parts"]
                 ],
             )
         )

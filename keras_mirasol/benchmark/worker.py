@@ -71,6 +71,11 @@ def run_job(job):
             )
         )
         return result
+    if kind == "parts":
+        result["parts"] = measure.time_parts(
+            config, batch_size=job["batch_size"], steps=job["steps"]
+        )
+        return result
     if kind == "generate":
         result.update(
             measure.time_generation(

@@ -78,3 +78,26 @@ def test_matmul_peak_reports_the_best_call():
     peak = measure.matmul_peak(size=256, repeats=3)
     assert peak["size"] == 256
     assert peak["gflops"] >= peak["median_gflops"] > 0
+
+
+def test_parts_add_up_to_the_training_step():
+    config = small_config()
+    parts = measure.time_parts(config, batch_size=2, steps=1)
+    assert set(parts) == {
+        "video_encoder",
+        "audio_encoder",
+        "combiner",
+        "av_decoder",
+        "text_decoder",
+    }
+    for part in parts.values():
+        assert 0 < part["min_s"] <= part["median_s"] <= part["max_s"]
+    if keras.backend.backend() != "jax":
+        assert all(part["flops"] is None for part in parts.values())
+        return
+    lm = measure.build_lm(config)
+    step = measure.xla_train_step_flops(lm, measure.random_batch(config, 2))
+    total = sum(part["flops"] for part in parts.values())
+    # Every part's forward and backward, as the step computes them; the
+    # step adds only the losses and AdamW's update.
+    assert 0.8 * step < total < step

@@ -129,3 +129,44 @@ def test_bench_command_writes_table_and_json(tmp_path, capsys):
     assert "mirasol_tiny" in printed and "GFLOP/s" in printed
     if keras.backend.backend() == "jax":
         assert 0 < row["mfu"] < 1
+
+
+def test_part_rows_share_the_time_and_take_jax_flops():
+    job = dict(
+        kind="parts", config="peer-matched", frames=16, spectrogram_frames=1024
+    )
+
+    def part(median_s, flops):
+        return dict(
+            median_s=median_s, min_s=median_s, max_s=median_s, flops=flops
+        )
+
+    records = [
+        _record("peak", "jax", {"kind": "peak"}, gflops=100.0),
+        _record("peak", "tensorflow", {"kind": "peak"}, gflops=50.0),
+        _record(
+            "parts",
+            "jax",
+            job,
+            parts={"combiner": part(0.3, 6e9), "text_decoder": part(0.1, 1e9)},
+        ),
+        _record(
+            "parts",
+            "tensorflow",
+            job,
+            parts={
+                "combiner": part(0.2, None),
+                "text_decoder": part(0.2, None),
+            },
+        ),
+    ]
+    rows = runner.summarize(records)["parts"]
+    by_key = {(r["backend"], r["part"]): r for r in rows}
+    assert by_key["jax", "combiner"]["share"] == pytest.approx(0.75)
+    assert by_key["tensorflow", "combiner"]["share"] == pytest.approx(0.5)
+    # 6 GFLOP in 0.3 s = 20 GFLOP/s of JAX's 100; TF: 30 of its 50.
+    assert by_key["jax", "combiner"]["mfu"] == pytest.approx(0.2)
+    assert by_key["tensorflow", "combiner"]["flops"] == 6e9
+    assert by_key["tensorflow", "combiner"]["mfu"] == pytest.approx(0.6)
+    table = runner.format_summary(runner.summarize(records))
+    assert "combiner" in table and "75%" in table
