@@ -210,11 +210,12 @@ def cmd_params(args):
 
 def cmd_tokenizer(args):
     """Train a SentencePiece vocabulary from text or annotation files."""
+    from keras_mirasol.data.annotations import corpus_texts
     from keras_mirasol.models.tokenizer import MirasolTokenizer
     from keras_mirasol.models.tokenizer import train_tokenizer
 
     train_tokenizer(
-        args.inputs,
+        corpus_texts(args.inputs),
         vocabulary_size=args.vocabulary_size,
         model_type=args.model_type,
         lowercase=args.lowercase,

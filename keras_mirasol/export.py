@@ -335,6 +335,9 @@ def export_saved_model(
     signature is also registered as `serving_default` (Keras'
     `ExportArchive` always sets one, as TF Serving expects).
 
+    Export runs on the JAX and TensorFlow backends (not torch: save a
+    preset there and export it from a JAX process).
+
     On the JAX backend each signature is converted with `jax2tf` (native
     serialization: StableHLO in `XlaCallModule` ops, with symbolic batch
     and length dimensions), which TF Serving runs with
@@ -377,6 +380,15 @@ def export_saved_model(
     )["token_ids"]
     ```
     """
+    if keras.backend.backend() not in ("jax", "tensorflow"):
+        raise ValueError(
+            "SavedModel export runs on the JAX or TensorFlow backend; this "
+            f"process runs KERAS_BACKEND={keras.backend.backend()!r}. Save "
+            "the model with `save_to_preset(run_dir)` (a preset loads on "
+            "every backend), then export it from a JAX process: "
+            "`KERAS_BACKEND=jax keras-mirasol export --model run_dir "
+            "--out exported/1`."
+        )
     backbone = causal_lm.backbone
     preprocessor = causal_lm.preprocessor
     path = os.fspath(path)

@@ -107,6 +107,14 @@ def saved_model_cli():
     return [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
 
 
+# Export runs on JAX and TensorFlow only; on torch it refuses with an
+# error that names the way (`test_torch_backend_refuses_with_the_way`).
+export_backend = pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="SavedModel export needs the JAX or TensorFlow backend",
+)
+
+
 def load(path):
     return tf.saved_model.load(str(path)).signatures
 
@@ -145,6 +153,7 @@ def exported(tmp_path_factory):
     )
 
 
+@export_backend
 def test_export_command_prints_path_and_signatures(exported):
     result = json.loads(exported.printed.strip().splitlines()[-1])
     assert result["path"] == exported.path
@@ -175,6 +184,7 @@ def test_export_command_prints_path_and_signatures(exported):
     assert set(exported.signatures) == set(DEFAULT_SIGNATURES)
 
 
+@export_backend
 def test_serving_default_equals_the_forward_pass(exported):
     # Batch and length both differ from anything traced at export.
     x = random_inputs(exported.config, batch_size=3, length=7, seed=1)
@@ -185,6 +195,7 @@ def test_serving_default_equals_the_forward_pass(exported):
     np.testing.assert_allclose(logits, expected, atol=1e-4)
 
 
+@export_backend
 def test_encode_av_equals_encode_media(exported):
     media = media_of(random_inputs(exported.config, batch_size=2, seed=5))
     av_latents = call(exported.signatures["encode_av"], media)["av_latents"]
@@ -192,6 +203,7 @@ def test_encode_av_equals_encode_media(exported):
     np.testing.assert_allclose(av_latents, expected, atol=1e-4)
 
 
+@export_backend
 def test_generate_equals_generate_step_and_stops(exported):
     token_ids = call(exported.signatures["generate"], exported.prompts)
     token_ids = token_ids["token_ids"]
@@ -210,6 +222,7 @@ def test_generate_equals_generate_step_and_stops(exported):
         assert not after.any(), row
 
 
+@export_backend
 def test_saved_model_cli_show_lists_the_signatures(exported):
     shown = subprocess.run(
         saved_model_cli() + ["show", "--dir", exported.path, "--all"],
@@ -233,6 +246,7 @@ def test_saved_model_cli_show_lists_the_signatures(exported):
     assert ("'XlaCallModule'" in shown) == jax
 
 
+@export_backend
 def test_saved_model_cli_run_equals_keras(exported, tmp_path):
     lm = exported.lm
     # The longest text the model takes: max_sequence_length.
@@ -283,6 +297,7 @@ def test_saved_model_cli_run_equals_keras(exported, tmp_path):
     )
 
 
+@export_backend
 def test_answer_signature_equals_generate_strings(exported, tmp_path):
     lm = exported.lm
     path = str(tmp_path / "answer")
@@ -328,6 +343,7 @@ class PerClipCausalLM(MirasolCausalLM):
         return ops.concatenate(clips, axis=0)
 
 
+@export_backend
 def test_dynamic_batch_failure_names_the_signature_and_batch_size(tmp_path):
     lm, config = small_lm(use_audio=False)
     lm = PerClipCausalLM(lm.backbone, lm.preprocessor)
@@ -362,6 +378,7 @@ def test_dynamic_batch_failure_names_the_signature_and_batch_size(tmp_path):
     assert not os.path.exists(stale)
 
 
+@export_backend
 def test_bad_arguments_fail_before_tracing(exported, tmp_path):
     lm = exported.lm
     other = tmp_path / "notes"
@@ -379,3 +396,14 @@ def test_bad_arguments_fail_before_tracing(exported, tmp_path):
     bare = MirasolCausalLM(lm.backbone)
     with pytest.raises(ValueError, match="needs a model with a preprocessor"):
         export_saved_model(bare, str(tmp_path / "c"), signatures=["answer"])
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="the error is for torch"
+)
+def test_torch_backend_refuses_with_the_way(tmp_path):
+    lm, _ = small_lm(use_audio=False)
+    path = tmp_path / "exported"
+    with pytest.raises(ValueError, match="KERAS_BACKEND=jax keras-mirasol"):
+        export_saved_model(lm, str(path))
+    assert not path.exists()

@@ -37,6 +37,11 @@ def compiled(fn):
     return fn
 
 
+def _compiles():
+    """Whether this backend compiles the step (not torch, which is eager)."""
+    return keras.backend.backend() != "torch"
+
+
 def _block(x):
     """Wait for `x` (any nest of tensors) and return it as numpy."""
     return keras.tree.map_structure(ops.convert_to_numpy, x)
@@ -123,7 +128,7 @@ def build_lm(config, dtype=None, learning_rate=1e-4):
     lm = MirasolCausalLM(backbone, preprocessor=None)
     lm.compile(
         optimizer=keras.optimizers.AdamW(learning_rate),
-        jit_compile=keras.backend.backend() != "torch",
+        jit_compile=_compiles(),
     )
     return lm
 
@@ -261,7 +266,8 @@ def time_train_step(config, batch_size=2, steps=10, dtype=None, seed=0):
         the step function was traced by the first call: 1 on JAX, 2 on
         TensorFlow, whose `tf.function` traces again after creating
         variables), `retraces` (traces during the timed steps: 0 when
-        nothing recompiles), and on JAX `xla_flops`.
+        nothing recompiles; both None on torch, which runs eagerly), and
+        on JAX `xla_flops`.
     """
     keras.utils.set_random_seed(seed)
     lm = build_lm(config, dtype=dtype)
@@ -289,6 +295,9 @@ def time_train_step(config, batch_size=2, steps=10, dtype=None, seed=0):
         retraces=len(traces) - compile_traces,
         batch_size=batch_size,
     )
+    if not _compiles():
+        # Eager: the step function runs every step, nothing is traced.
+        result.update(traces=None, retraces=None)
     lm.train_step = train_step
     if keras.backend.backend() == "jax":
         result["xla_flops"] = xla_train_step_flops(lm, batch)
@@ -385,8 +394,9 @@ def time_generation(
         `tokens_per_s`), `speedup` (uncached / cached median time, whole
         calls), `decode_speedup` (the same for decoding alone), `traces`
         (times `generate_step` was traced by the first call), `retraces`
-        (traces in later calls: 0 when nothing recompiles) and
-        `same_tokens` (whether every variant decoded the same answer).
+        (traces in later calls: 0 when nothing recompiles; both None on
+        torch, which runs eagerly) and `same_tokens` (whether every
+        variant decoded the same answer).
     """
     length = prompt_length + new_tokens
     config = dict(
@@ -445,6 +455,8 @@ def time_generation(
     )
     result["traces"] = first_traces
     result["retraces"] = len(traces) - first_traces
+    if not _compiles():
+        result.update(traces=None, retraces=None)
     result["same_tokens"] = all(
         np.array_equal(answers["cached"], answer) for answer in answers.values()
     )

@@ -10,9 +10,9 @@ _EXPORTS = {
     "MediaError": "media",
     "read_clip": "media",
     "write_clip": "media",
-    "fit_clip": "clip_ops",
-    "resample_audio": "clip_ops",
-    "resize_frames": "clip_ops",
+    "fit_clip": "keras_mirasol.layers.clip_ops",
+    "resample_audio": "keras_mirasol.layers.clip_ops",
+    "resize_frames": "keras_mirasol.layers.clip_ops",
     "convert": "records",
     "load_annotations": "records",
     "snippet_dataset": "snippets",
@@ -24,7 +24,10 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     if name in _EXPORTS:
-        module = importlib.import_module(f"keras_mirasol.data.{_EXPORTS[name]}")
+        module = _EXPORTS[name]
+        if "." not in module:
+            module = f"keras_mirasol.data.{module}"
+        module = importlib.import_module(module)
         return getattr(module, name)
     raise AttributeError(
         f"module 'keras_mirasol.data' has no attribute {name!r}"

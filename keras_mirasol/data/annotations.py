@@ -15,6 +15,7 @@ type, reported per type by evaluation) and `clip_id`.
 
 import csv
 import json
+import os
 
 VIDEO_FIELDS = ("video", "video_path", "video_id", "clip", "file")
 
@@ -96,3 +97,58 @@ def normalize(record):
         "type": str(record.get("type") or ""),
         "clip_id": str(record.get("clip_id") or ""),
     }
+
+
+# Annotation fields whose text trains a vocabulary.
+TEXT_FIELDS = ("question", "answer", "caption", "prompt", "response")
+
+
+def _record_texts(record):
+    for field in TEXT_FIELDS:
+        value = record.get(field)
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, list):
+            yield from (v for v in value if isinstance(v, str))
+
+
+def file_texts(path):
+    """Texts of an annotation file (JSONL, JSON, CSV) or lines of a text file.
+
+    Annotation files are read like `convert` reads them, for their
+    `question`, `answer`, `caption`, `prompt` and `response` fields;
+    entries that cannot be read are skipped (`convert` reports them).
+
+    Args:
+        path: str. A UTF-8 file.
+
+    Yields:
+        str.
+    """
+    path = str(path)
+    if path.endswith((".jsonl", ".json", ".csv")):
+        for _, record, _ in iter_records(path):
+            if record is not None:
+                yield from _record_texts(record)
+        return
+    with open(path, encoding="utf-8") as file:
+        yield from file
+
+
+def corpus_texts(texts_or_files):
+    """Sentences from a mix of strings and paths, for `train_tokenizer`.
+
+    Args:
+        texts_or_files: iterable of str. Sentences, or paths of UTF-8
+            files: `.txt` read line by line; `.jsonl`, `.json` (a list of
+            records, or MSRVTT-QA style) and `.csv` annotations
+            (`file_texts`).
+
+    Yields:
+        str: non-blank, stripped lines.
+    """
+    for item in texts_or_files:
+        lines = file_texts(item) if os.path.isfile(item) else [item]
+        for line in lines:
+            if line.strip():
+                yield line.strip()

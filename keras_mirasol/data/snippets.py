@@ -31,9 +31,9 @@ import os
 
 import tensorflow as tf
 
-from keras_mirasol.data.clip_ops import fit_clip
-from keras_mirasol.data.clip_ops import resample_audio
-from keras_mirasol.data.clip_ops import resize_frames
+from keras_mirasol.layers.clip_ops import fit_clip
+from keras_mirasol.layers.clip_ops import resample_audio
+from keras_mirasol.layers.clip_ops import resize_frames
 
 CONTEXT_FEATURES = {
     "clip_id": tf.io.FixedLenFeature([], tf.string),

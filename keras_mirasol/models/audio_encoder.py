@@ -3,12 +3,11 @@
 import math
 
 import keras
-import keras_hub
 from keras import ops
 
 from keras_mirasol.layers.framed_mel_spectrogram import FramedMelSpectrogram
-from keras_mirasol.layers.transformer_stack import TransformerStack
 from keras_mirasol.models.config_checks import check_divisible
+from keras_mirasol.models.snippet_encoder import SnippetEncoder
 
 # Floor added before the log, so silence maps to log(1e-6), not -inf.
 LOG_MEL_FLOOR = 1e-6
@@ -51,7 +50,7 @@ def validate_audio_shape(shape, num_samples, sample_rate):
 
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")
-class AudioEncoder(keras.layers.Layer):
+class AudioEncoder(SnippetEncoder):
     """Encode each audio snippet on its own into a set of tokens.
 
     The waveform is cut into `num_snippets` contiguous chunks BEFORE the
@@ -60,7 +59,8 @@ class AudioEncoder(keras.layers.Layer):
     no STFT window reaches across a snippet boundary. Each chunk becomes a
     log-mel spectrogram (`keras.layers.MelSpectrogram`'s, with the STFT
     framed by a gather: `FramedMelSpectrogram`), is cut into
-    `patch_size` patches and runs through an AST-style transformer.
+    `patch_size` patches and runs through an AST-style transformer
+    (`SnippetEncoder`).
 
     Args:
         num_samples: int. Waveform samples `S` per clip.
@@ -116,21 +116,23 @@ class AudioEncoder(keras.layers.Layer):
         layer_norm_epsilon=1e-6,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            num_snippets=num_snippets,
+            hidden_dim=hidden_dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            intermediate_dim=intermediate_dim,
+            dropout=dropout,
+            layer_norm_epsilon=layer_norm_epsilon,
+            **kwargs,
+        )
         self.num_samples = num_samples
-        self.num_snippets = num_snippets
         self.sample_rate = sample_rate
         self.num_mel_bins = num_mel_bins
         self.fft_length = fft_length
         self.window_length = window_length
         self.hop_length = hop_length
         self.patch_size = tuple(patch_size)
-        self.hidden_dim = hidden_dim
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
-        self.dropout = dropout
-        self.layer_norm_epsilon = layer_norm_epsilon
 
         check_divisible(
             "audio samples per clip",
@@ -153,8 +155,8 @@ class AudioEncoder(keras.layers.Layer):
         self.padded_frames = patch_time * math.ceil(
             self.frames_per_snippet / patch_time
         )
-        self.tokens_per_snippet = (self.padded_frames // patch_time) * (
-            num_mel_bins // patch_freq
+        self.make_token_layers(
+            (self.padded_frames // patch_time) * (num_mel_bins // patch_freq)
         )
 
         # power_to_db=False: the layer's dB scale clips against the maximum
@@ -178,20 +180,6 @@ class AudioEncoder(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="patch_embedding",
         )
-        self.position_embedding = keras_hub.layers.PositionEmbedding(
-            sequence_length=self.tokens_per_snippet,
-            dtype=self.dtype_policy,
-            name="position_embedding",
-        )
-        self.transformer = TransformerStack(
-            num_layers=num_layers,
-            num_heads=num_heads,
-            intermediate_dim=intermediate_dim,
-            dropout=dropout,
-            layer_norm_epsilon=layer_norm_epsilon,
-            dtype=self.dtype_policy,
-            name="transformer",
-        )
 
     def build(self, audio_shape):
         validate_audio_shape(audio_shape, self.num_samples, self.sample_rate)
@@ -199,9 +187,7 @@ class AudioEncoder(keras.layers.Layer):
         self.patch_embedding.build(
             (None, self.padded_frames, self.num_mel_bins, 1)
         )
-        token_shape = (None, self.tokens_per_snippet, self.hidden_dim)
-        self.position_embedding.build(token_shape)
-        self.transformer.build(token_shape)
+        self.build_token_layers()
         self.built = True
 
     def log_mel(self, audio):
@@ -232,38 +218,19 @@ class AudioEncoder(keras.layers.Layer):
         x = self.log_mel(audio)
         x = self.patch_embedding(ops.expand_dims(x, -1))
         x = ops.reshape(x, (-1, self.tokens_per_snippet, self.hidden_dim))
-        x = x + self.position_embedding(x)
-        x = self.transformer(x, training=training)
-        return ops.reshape(
-            x, (-1, self.num_snippets, self.tokens_per_snippet, self.hidden_dim)
-        )
-
-    def compute_output_shape(self, audio_shape):
-        return (
-            audio_shape[0],
-            self.num_snippets,
-            self.tokens_per_snippet,
-            self.hidden_dim,
-        )
+        return self.encode_snippets(x, training=training)
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
                 "num_samples": self.num_samples,
-                "num_snippets": self.num_snippets,
                 "sample_rate": self.sample_rate,
                 "num_mel_bins": self.num_mel_bins,
                 "fft_length": self.fft_length,
                 "window_length": self.window_length,
                 "hop_length": self.hop_length,
                 "patch_size": self.patch_size,
-                "hidden_dim": self.hidden_dim,
-                "num_layers": self.num_layers,
-                "num_heads": self.num_heads,
-                "intermediate_dim": self.intermediate_dim,
-                "dropout": self.dropout,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
             }
         )
         return config

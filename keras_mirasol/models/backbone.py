@@ -13,7 +13,10 @@ from keras_mirasol.models.av_decoder import TimeAlignedDecoder
 from keras_mirasol.models.combiner import TransformerCombiner
 from keras_mirasol.models.combiner import TTMCombiner
 from keras_mirasol.models.config_checks import check_divisible
+from keras_mirasol.models.layouts import check_layouts
+from keras_mirasol.models.layouts import layout_map
 from keras_mirasol.models.presets import backbone_presets
+from keras_mirasol.models.shape_only import shape_only_weights
 from keras_mirasol.models.text_decoder import TextDecoder
 from keras_mirasol.models.video_encoder import VideoEncoder
 from keras_mirasol.models.video_encoder import validate_video_shape
@@ -23,13 +26,21 @@ _announced_random_presets = set()
 
 
 def _check_distribution(config):
-    """Under `ModelParallel`, check its layout map before allocating."""
+    """Under `ModelParallel`, check its layout map before allocating.
+
+    Args:
+        config: dict. The constructor's arguments.
+    """
     distribution = keras.distribution.distribution()
+    if not isinstance(distribution, keras.distribution.ModelParallel):
+        return
+    # `ModelParallel` keeps its `LayoutMap` private; the check needs its
+    # keys to find those that match no variable.
     layouts = getattr(distribution, "_layout_map", None)
     if isinstance(layouts, keras.distribution.LayoutMap):
-        from keras_mirasol.distribution import check_layout_map
-
-        check_layout_map(layouts, config)
+        check_layouts(
+            layouts, shape_only_weights(lambda: MirasolBackbone(**config))
+        )
 
 
 def audio_samples_per_clip(num_frames, frame_rate, audio_sample_rate):
@@ -371,7 +382,7 @@ class MirasolBackbone(keras_hub.models.Backbone):
 
         Attention heads, MLP widths and embedding widths of every component
         go over `model_parallel_dim_name`, the other matrix dimension over
-        `data_parallel_dim_name`; see `keras_mirasol.distribution`.
+        `data_parallel_dim_name`; see `keras_mirasol.models.layouts`.
 
         Example:
         ```python
@@ -386,8 +397,6 @@ class MirasolBackbone(keras_hub.models.Backbone):
             backbone = MirasolBackbone.from_preset("mirasol_tiny")
         ```
         """
-        from keras_mirasol.distribution import layout_map
-
         return layout_map(
             device_mesh,
             model_parallel_dim_name=model_parallel_dim_name,

@@ -7,6 +7,7 @@ import keras_hub
 from keras import ops
 
 from keras_mirasol.models.backbone import MirasolBackbone
+from keras_mirasol.models.preprocessor import MirasolCausalLMPreprocessor
 from keras_mirasol.models.presets import backbone_presets
 
 DEFAULT_VOCABULARY = os.path.join(
@@ -98,7 +99,7 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
     """
 
     backbone_cls = MirasolBackbone
-    preprocessor_cls = None  # set in preprocessor.py to avoid a cycle
+    preprocessor_cls = MirasolCausalLMPreprocessor
 
     def __init__(
         self,

@@ -7,11 +7,10 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from keras_mirasol.data.clip_ops import fit_clip
-from keras_mirasol.data.clip_ops import resample_audio
-from keras_mirasol.data.clip_ops import resize_frames
+from keras_mirasol.layers.clip_ops import fit_clip
+from keras_mirasol.layers.clip_ops import resample_audio
+from keras_mirasol.layers.clip_ops import resize_frames
 from keras_mirasol.models.backbone import MirasolBackbone
-from keras_mirasol.models.causal_lm import MirasolCausalLM
 from keras_mirasol.models.tokenizer import MirasolTokenizer
 
 
@@ -27,7 +26,7 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
     happens eagerly. Empty prompts or responses are allowed: clips without
     any text train the latent loss only (`text_loss_weight=0`).
 
-    Media (see `keras_mirasol.data.clip_ops` for the sampling rule):
+    Media (see `keras_mirasol.layers.clip_ops` for the sampling rule):
     `video` `[F, H, W, 3]` (uint8 or float in `[0, 1]`) is cut to the
     model's span, sampled to `num_frames` frames and resized; `audio` `[S]`
     is resampled from `audio_sample_rate` (an optional input key, default
@@ -343,6 +342,3 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
             }
         )
         return config
-
-
-MirasolCausalLM.preprocessor_cls = MirasolCausalLMPreprocessor

@@ -7,7 +7,6 @@ import keras
 import keras_hub
 import sentencepiece
 
-from keras_mirasol.data.annotations import iter_records
 from keras_mirasol.models.backbone import MirasolBackbone
 
 PAD_PIECE = "<pad>"
@@ -46,44 +45,28 @@ class MirasolTokenizer(keras_hub.tokenizers.SentencePieceTokenizer):
         super().__init__(proto=proto, **kwargs)
 
 
-# Annotation fields whose text trains the vocabulary.
-TEXT_FIELDS = ("question", "answer", "caption", "prompt", "response")
-
-
-def _annotation_texts(record):
-    for field in TEXT_FIELDS:
-        value = record.get(field)
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, list):
-            yield from (v for v in value if isinstance(v, str))
-
-
-def _read_file(path):
-    """Texts of an annotation file (JSONL, JSON, CSV) or lines of a text file.
-
-    Annotation files are read like `convert` reads them; entries that
-    cannot be read are skipped (`convert` reports them).
-    """
-    if path.endswith((".jsonl", ".json", ".csv")):
-        for _, record, _ in iter_records(path):
-            if record is not None:
-                yield from _annotation_texts(record)
-        return
-    with open(path, encoding="utf-8") as file:
-        yield from file
-
-
-def _read_lines(texts_or_files):
-    for item in texts_or_files:
-        lines = _read_file(item) if os.path.isfile(item) else [item]
-        for line in lines:
+def _lines(texts):
+    for text in texts:
+        if not isinstance(text, str):
+            raise ValueError(
+                "train_tokenizer takes an iterable of strings, got a "
+                f"{type(text).__name__}: {text!r}."
+            )
+        if os.path.isfile(text):
+            raise ValueError(
+                f"train_tokenizer takes sentences, but {text!r} is a file. "
+                "Read its text first: "
+                "`keras_mirasol.data.annotations.corpus_texts([path])` "
+                "reads text and annotation files (or use `keras-mirasol "
+                "tokenizer PATH ...`)."
+            )
+        for line in text.splitlines():
             if line.strip():
                 yield line.strip()
 
 
 def train_tokenizer(
-    texts_or_files,
+    texts,
     vocabulary_size,
     model_type="bpe",
     lowercase=False,
@@ -93,11 +76,10 @@ def train_tokenizer(
     """Train a SentencePiece vocabulary offline, with Mirasol's tokens.
 
     Args:
-        texts_or_files: iterable of str. Sentences, or paths of UTF-8
-            files: `.txt` read line by line; `.jsonl`, `.json` (a list of
-            records, or MSRVTT-QA style) and `.csv` annotations, whose
-            `question`, `answer`, `caption`, `prompt` and `response`
-            fields are read. Both may be mixed.
+        texts: iterable of str. Sentences (a string with newlines counts
+            as one sentence per line; blank lines are skipped). To train on
+            files, read them with
+            `keras_mirasol.data.annotations.corpus_texts(paths)`.
         vocabulary_size: int. Largest vocabulary size. A small corpus may
             give fewer pieces (the limit is not hard).
         model_type: str. `"bpe"` (default: it merges well even on small
@@ -112,11 +94,10 @@ def train_tokenizer(
         bytes: the serialized SentencePiece model, for
         `MirasolTokenizer(proto=...)`.
     """
-    lines = list(_read_lines(texts_or_files))
+    lines = list(_lines(texts))
     if not lines:
         raise ValueError(
-            "train_tokenizer got no text: pass sentences or paths of "
-            "non-empty text files."
+            "train_tokenizer got no text: pass non-empty sentences."
         )
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(

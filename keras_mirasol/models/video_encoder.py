@@ -1,12 +1,11 @@
 """Per-snippet video encoder: tubelets, position embedding, transformer."""
 
 import keras
-import keras_hub
 from keras import ops
 
-from keras_mirasol.layers.transformer_stack import TransformerStack
 from keras_mirasol.layers.tubelet_embedding import TubeletEmbedding
 from keras_mirasol.models.config_checks import check_divisible
+from keras_mirasol.models.snippet_encoder import SnippetEncoder
 
 
 def validate_video_shape(shape, num_frames, image_size, num_snippets):
@@ -53,13 +52,14 @@ def validate_video_shape(shape, num_frames, image_size, num_snippets):
 
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")
-class VideoEncoder(keras.layers.Layer):
+class VideoEncoder(SnippetEncoder):
     """Encode each video snippet on its own into a set of tokens.
 
     The clip is cut into `num_snippets` consecutive snippets of
     `num_frames / num_snippets` frames; snippets are folded into the batch
-    so every snippet goes through the same weights (a ViT over tubelets).
-    Parameters depend on the frames per snippet, not on the clip length.
+    so every snippet goes through the same weights (a ViT over tubelets,
+    `SnippetEncoder`). Parameters depend on the frames per snippet, not on
+    the clip length.
 
     Args:
         num_frames: int. Frames `N` per clip.
@@ -105,19 +105,21 @@ class VideoEncoder(keras.layers.Layer):
         layer_norm_epsilon=1e-6,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            num_snippets=num_snippets,
+            hidden_dim=hidden_dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            intermediate_dim=intermediate_dim,
+            dropout=dropout,
+            layer_norm_epsilon=layer_norm_epsilon,
+            **kwargs,
+        )
         if isinstance(image_size, int):
             image_size = (image_size, image_size)
         self.num_frames = num_frames
-        self.num_snippets = num_snippets
         self.image_size = tuple(image_size)
         self.tubelet_size = tuple(tubelet_size)
-        self.hidden_dim = hidden_dim
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
-        self.dropout = dropout
-        self.layer_norm_epsilon = layer_norm_epsilon
 
         t, p_h, p_w = self.tubelet_size
         check_divisible(
@@ -145,7 +147,7 @@ class VideoEncoder(keras.layers.Layer):
             p_w,
             self.name,
         )
-        self.tokens_per_snippet = (
+        self.make_token_layers(
             (self.frames_per_snippet // t)
             * (self.image_size[0] // p_h)
             * (self.image_size[1] // p_w)
@@ -156,20 +158,6 @@ class VideoEncoder(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="tubelet_embedding",
         )
-        self.position_embedding = keras_hub.layers.PositionEmbedding(
-            sequence_length=self.tokens_per_snippet,
-            dtype=self.dtype_policy,
-            name="position_embedding",
-        )
-        self.transformer = TransformerStack(
-            num_layers=num_layers,
-            num_heads=num_heads,
-            intermediate_dim=intermediate_dim,
-            dropout=dropout,
-            layer_norm_epsilon=layer_norm_epsilon,
-            dtype=self.dtype_policy,
-            name="transformer",
-        )
 
     def build(self, video_shape):
         validate_video_shape(
@@ -177,9 +165,7 @@ class VideoEncoder(keras.layers.Layer):
         )
         snippet_shape = (None, self.frames_per_snippet) + tuple(video_shape[2:])
         self.tubelet_embedding.build(snippet_shape)
-        token_shape = (None, self.tokens_per_snippet, self.hidden_dim)
-        self.position_embedding.build(token_shape)
-        self.transformer.build(token_shape)
+        self.build_token_layers()
         self.built = True
 
     def call(self, video, training=None):
@@ -187,19 +173,8 @@ class VideoEncoder(keras.layers.Layer):
         # Fold snippets into the batch: snippet t holds frames
         # [t * N / T, (t + 1) * N / T), contiguous in time.
         x = ops.reshape(video, (-1, self.frames_per_snippet, height, width, 3))
-        x = self.tubelet_embedding(x)
-        x = x + self.position_embedding(x)
-        x = self.transformer(x, training=training)
-        return ops.reshape(
-            x, (-1, self.num_snippets, self.tokens_per_snippet, self.hidden_dim)
-        )
-
-    def compute_output_shape(self, video_shape):
-        return (
-            video_shape[0],
-            self.num_snippets,
-            self.tokens_per_snippet,
-            self.hidden_dim,
+        return self.encode_snippets(
+            self.tubelet_embedding(x), training=training
         )
 
     def get_config(self):
@@ -207,15 +182,8 @@ class VideoEncoder(keras.layers.Layer):
         config.update(
             {
                 "num_frames": self.num_frames,
-                "num_snippets": self.num_snippets,
                 "image_size": self.image_size,
                 "tubelet_size": self.tubelet_size,
-                "hidden_dim": self.hidden_dim,
-                "num_layers": self.num_layers,
-                "num_heads": self.num_heads,
-                "intermediate_dim": self.intermediate_dim,
-                "dropout": self.dropout,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
             }
         )
         return config

@@ -16,8 +16,12 @@ jax_only = pytest.mark.skipif(
 def test_train_step_is_compiled_once_and_counts_the_model():
     config = small_config()
     result = measure.time_train_step(config, batch_size=2, steps=2)
-    assert result["traces"] >= 1
-    assert result["retraces"] == 0
+    if keras.backend.backend() == "torch":
+        # Eager: nothing is traced, so there is nothing to count.
+        assert result["traces"] is None and result["retraces"] is None
+    else:
+        assert result["traces"] >= 1
+        assert result["retraces"] == 0
     assert result["timed_steps"] == 2
     assert result["min_s"] <= result["median_s"] <= result["max_s"]
     assert result["parameters"] == (
@@ -47,8 +51,11 @@ def test_cached_and_uncached_generation_decode_the_same_answer():
         config, new_tokens=6, batch_size=2, prompt_length=3, steps=1
     )
     assert result["same_tokens"]
-    assert result["retraces"] == 0
-    assert result["traces"] == 1
+    if keras.backend.backend() == "torch":
+        assert result["traces"] is None and result["retraces"] is None
+    else:
+        assert result["retraces"] == 0
+        assert result["traces"] == 1
     assert result["cached"]["tokens_per_s"] > 0
     assert result["speedup"] == pytest.approx(
         result["uncached"]["median_s"] / result["cached"]["median_s"]

@@ -125,7 +125,9 @@ def test_bench_command_writes_table_and_json(tmp_path, capsys):
     summary = json.loads(printed.strip().splitlines()[-1])
     assert summary["train"] == saved["summary"]["train"]
     (row,) = summary["train"]
-    assert row["config"] == "mirasol_tiny" and row["retraces"] == 0
+    assert row["config"] == "mirasol_tiny"
+    compiled = keras.backend.backend() != "torch"
+    assert row["retraces"] == (0 if compiled else None)
     assert "mirasol_tiny" in printed and "GFLOP/s" in printed
     if keras.backend.backend() == "jax":
         assert 0 < row["mfu"] < 1

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from keras_mirasol.data.annotations import corpus_texts
 from keras_mirasol.data.annotations import iter_records
 from keras_mirasol.data.annotations import normalize
 
@@ -173,3 +174,23 @@ def test_unknown_extension_is_an_error(tmp_path):
     path.write_text("video,question,answer\n")
     with pytest.raises(ValueError, match="Unknown annotation format"):
         list(iter_records(path))
+
+
+def test_corpus_texts_reads_files_and_keeps_sentences(tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text("a red square\n\n  a beep  \n")
+    rows = [
+        {"video": "a.mp4", "question": "what colour?", "answer": "green"},
+        {"video": "b.mp4", "caption": "a blue circle"},
+    ]
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    texts = list(corpus_texts(["a sentence", str(text), str(jsonl)]))
+    assert texts == [
+        "a sentence",
+        "a red square",
+        "a beep",
+        "what colour?",
+        "green",
+        "a blue circle",
+    ]

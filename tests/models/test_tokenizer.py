@@ -14,10 +14,8 @@ TEXTS = [
 ] * 30
 
 
-def test_trained_vocabulary_has_the_special_tokens(tmp_path):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(TEXTS[:8]) + "\n\n")
-    proto = train_tokenizer([str(corpus)] + TEXTS, vocabulary_size=300)
+def test_trained_vocabulary_has_the_special_tokens():
+    proto = train_tokenizer(TEXTS, vocabulary_size=300)
     tokenizer = MirasolTokenizer(proto=proto)
     assert tokenizer.pad_token_id == 0
     assert tokenizer.start_token_id == 2 and tokenizer.end_token_id == 3
@@ -40,3 +38,10 @@ def test_runs_inside_tf_data():
 def test_empty_corpus_is_an_error():
     with pytest.raises(ValueError, match="no text"):
         train_tokenizer(["", "  "], vocabulary_size=50)
+
+
+def test_a_file_path_is_an_error_that_names_the_reader(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("red\n")
+    with pytest.raises(ValueError, match="is a file.*corpus_texts"):
+        train_tokenizer(["red square", str(corpus)], vocabulary_size=50)

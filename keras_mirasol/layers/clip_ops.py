@@ -1,5 +1,8 @@
 """TensorFlow ops that fit a decoded clip to a model's static shapes.
 
+The preprocessor (`keras_mirasol.models`) and the tf.data pipeline
+(`keras_mirasol.data`) both use them, so they live here, below both.
+
 They run eagerly and inside `tf.data` alike, on one clip (`video`
 `[F, H, W, 3]`, `audio` `[S]`) or a batch of clips of equal size
 (`[B, F, H, W, 3]`, `[B, S]`).
