@@ -42,7 +42,7 @@ def fit_clip(video, audio, num_frames, num_samples, offset=0.5):
         times = (tf.range(num_frames, dtype=tf.float32) + 0.5) * step
         index = tf.minimum(tf.cast(times, tf.int32), frames - 1)
         return tf.gather(video, index, axis=-4), None
-    audio = tf.convert_to_tensor(audio, tf.float32)
+    audio = tf.cast(tf.convert_to_tensor(audio), tf.float32)
     samples = tf.shape(audio)[-1]
     slack = tf.maximum(samples - num_samples, 0)
     start = tf.cast(

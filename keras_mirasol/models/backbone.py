@@ -129,7 +129,7 @@ class MirasolBackbone(keras_hub.models.Backbone):
         "token_ids": np.ones((1, 8), "int32"),
         "padding_mask": np.ones((1, 8), "int32"),
     })
-    outputs["sequence_output"].shape  # (1, 8, 128)
+    outputs["sequence_output"].shape  # (1, 8, 64)
     ```
     """
 

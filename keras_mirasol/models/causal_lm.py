@@ -91,6 +91,8 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
     Example:
     ```python
     lm = keras_mirasol.models.MirasolCausalLM.from_preset("mirasol_tiny")
+    video = np.random.uniform(size=(16, 32, 32, 3))  # frames, in [0, 1]
+    audio = np.zeros(32000)  # 2 s at 16 kHz
     lm.generate(
         {"video": video, "audio": audio, "prompts": ["what colour?"]},
         max_length=16,
@@ -180,6 +182,22 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
+        """`text_loss_weight * text_loss + latent_loss` of one batch.
+
+        Logs `text_loss` (the compiled loss over the response tokens, as
+        `text_loss_reduction` averages it) and `latent_loss` (the
+        backbone's next-snippet latent loss before its weight).
+
+        Args:
+            x: dict. Backbone inputs.
+            y: int `[B, L]`. Next-token labels.
+            y_pred: float `[B, L, vocab]`. Logits.
+            sample_weight: float `[B, L]`. 1 on response tokens.
+            training: bool.
+
+        Returns:
+            float scalar.
+        """
         if self.text_loss_reduction == "response" and sample_weight is not None:
             # Each row's weights sum to 1, so the masked mean over tokens
             # becomes the mean over responses of each response's mean.

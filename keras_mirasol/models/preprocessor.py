@@ -112,7 +112,8 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
         """Fit `x["video"]` (and `x["audio"]`) to the model's shapes."""
         audio = None
         if self.use_audio:
-            audio = tf.convert_to_tensor(x["audio"], tf.float32)
+            # NumPy arrays are float64 by default: cast, do not refuse.
+            audio = tf.cast(tf.convert_to_tensor(x["audio"]), tf.float32)
             if "audio_sample_rate" in x:
                 # One rate per call: a batch shares its first clip's rate.
                 rate = tf.reshape(x["audio_sample_rate"], [-1])[0]

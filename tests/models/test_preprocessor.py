@@ -57,6 +57,19 @@ def test_packs_prompt_then_response_and_masks_the_loss(preprocessor):
         assert x["padding_mask"][row].sum() == min(len(expected) + 1, LENGTH)
 
 
+def test_float64_media_equal_float32_media(preprocessor):
+    # NumPy's default dtype: `np.zeros(n)`, `np.random.uniform(...)`.
+    x32 = clips()
+    x32["video"] = (x32["video"] / 255).astype("float32")
+    x64 = dict(x32, video=x32["video"].astype("float64"))
+    x64["audio"] = x32["audio"].astype("float64")
+    out32, _, _ = preprocessor(x32)
+    out64, _, _ = preprocessor(x64)
+    for key in ("video", "audio"):
+        assert out64[key].dtype == np.float32
+        np.testing.assert_allclose(out64[key], out32[key], atol=1e-6)
+
+
 def test_k_questions_per_clip(preprocessor):
     # Two clips, three questions each: the media once per clip, the text
     # per question, packed as if each question came with its own copy.
