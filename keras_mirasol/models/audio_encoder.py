@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_mirasol.layers.framed_mel_spectrogram import FramedMelSpectrogram
 from keras_mirasol.models.config_checks import check_divisible
+from keras_mirasol.models.input_checks import validate_audio_shape
 from keras_mirasol.models.snippet_encoder import SnippetEncoder
 
 # Floor added before the log, so silence maps to log(1e-6), not -inf.
@@ -16,37 +17,6 @@ LOG_MEL_FLOOR = 1e-6
 # otherwise reach the patch embedding at ten times the video's scale.
 LOG_MEL_MEAN = -4.27
 LOG_MEL_STD = 2 * 4.57
-
-
-def validate_audio_shape(shape, num_samples, sample_rate):
-    """Raise a `ValueError` naming the config key when `shape` is wrong.
-
-    Args:
-        shape: tuple. Static shape of the `audio` input.
-        num_samples: int. Samples the model expects per clip.
-        sample_rate: int. Configured `audio_sample_rate`.
-    """
-    seconds = num_samples / sample_rate
-    expected = f"float [batch, {num_samples}]"
-    if len(shape) != 2:
-        hint = ""
-        if len(shape) == 3:
-            hint = " For multi-channel audio, average the channels to mono."
-        raise ValueError(
-            f"`audio` must be a mono waveform, {expected} ({seconds:g} s at "
-            f"audio_sample_rate={sample_rate}), but got shape "
-            f"{tuple(shape)}.{hint}"
-        )
-    if shape[1] is not None and shape[1] != num_samples:
-        relation = "too short" if shape[1] < num_samples else "too long"
-        raise ValueError(
-            f"`audio` has {shape[1]} samples ({shape[1] / sample_rate:g} s), "
-            f"{relation} for the clip: the model expects {expected}, "
-            f"{seconds:g} s at `audio_sample_rate`={sample_rate}, the span "
-            "of `num_frames` at `frame_rate`. Pad or crop the waveform to "
-            "the clip span in preprocessing, or change `audio_sample_rate`, "
-            "`num_frames` or `frame_rate`."
-        )
 
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")

@@ -7,19 +7,18 @@ import keras
 import keras_hub
 
 from keras_mirasol.models.audio_encoder import AudioEncoder
-from keras_mirasol.models.audio_encoder import validate_audio_shape
 from keras_mirasol.models.av_decoder import NextSnippetLatentLoss
 from keras_mirasol.models.av_decoder import TimeAlignedDecoder
 from keras_mirasol.models.combiner import TransformerCombiner
 from keras_mirasol.models.combiner import TTMCombiner
 from keras_mirasol.models.config_checks import check_divisible
+from keras_mirasol.models.input_checks import check_backbone_inputs
 from keras_mirasol.models.layouts import check_layouts
 from keras_mirasol.models.layouts import layout_map
 from keras_mirasol.models.presets import backbone_presets
 from keras_mirasol.models.shape_only import shape_only_weights
 from keras_mirasol.models.text_decoder import TextDecoder
 from keras_mirasol.models.video_encoder import VideoEncoder
-from keras_mirasol.models.video_encoder import validate_video_shape
 
 COMBINER_TYPES = ("transformer", "ttm")
 _announced_random_presets = set()
@@ -433,74 +432,20 @@ class MirasolBackbone(keras_hub.models.Backbone):
         """Check the input dict's keys and static shapes.
 
         Raises a `ValueError` naming the expected shape and the config key
-        to change, before anything is traced or compiled.
+        to change, before anything is traced or compiled
+        (`input_checks.check_backbone_inputs`).
         """
-        if not isinstance(inputs, dict):
-            raise ValueError(
-                "MirasolBackbone takes a dict with keys "
-                f"{self.input_names}, got {type(inputs).__name__}."
-            )
-        missing = [k for k in self.input_names if k not in inputs]
-        unknown = [k for k in inputs if k not in self.input_names]
-        if missing or unknown:
-            hint = ""
-            if "audio" in unknown:
-                hint = (
-                    " This model was built with use_audio=False; drop "
-                    "`audio` or use a model with audio."
-                )
-            raise ValueError(
-                f"MirasolBackbone inputs must have keys {self.input_names}; "
-                f"missing {missing}, unexpected {unknown}.{hint}"
-            )
-        validate_video_shape(
-            tuple(inputs["video"].shape),
-            self.num_frames,
-            self.image_size,
-            self.num_snippets,
+        audio_samples = self.num_audio_samples if self.use_audio else None
+        check_backbone_inputs(
+            inputs,
+            self.input_names,
+            num_frames=self.num_frames,
+            image_size=self.image_size,
+            num_snippets=self.num_snippets,
+            num_audio_samples=audio_samples,
+            audio_sample_rate=self.audio_sample_rate,
+            max_sequence_length=self.max_sequence_length,
         )
-        if self.use_audio:
-            validate_audio_shape(
-                tuple(inputs["audio"].shape),
-                self.num_audio_samples,
-                self.audio_sample_rate,
-            )
-        token_shape = tuple(inputs["token_ids"].shape)
-        if len(token_shape) != 2:
-            raise ValueError(
-                f"`token_ids` must be int [batch, length], got shape "
-                f"{token_shape}."
-            )
-        mask_shape = tuple(inputs["padding_mask"].shape)
-        if mask_shape != token_shape:
-            raise ValueError(
-                f"`padding_mask` shape {mask_shape} must equal `token_ids` "
-                f"shape {token_shape}."
-            )
-        length = token_shape[1]
-        if length is not None and length > self.max_sequence_length:
-            raise ValueError(
-                f"`token_ids` has length {length} > max_sequence_length="
-                f"{self.max_sequence_length}. Truncate the text or build the "
-                "model with a larger `max_sequence_length`."
-            )
-        media = {
-            k: tuple(inputs[k].shape)[0]
-            for k in self.input_names
-            if k in ("video", "audio") and tuple(inputs[k].shape)[0] is not None
-        }
-        if len(set(media.values())) > 1:
-            raise ValueError(
-                f"`video` and `audio` must share the batch size, got {media}."
-            )
-        clips, rows = media.get("video"), token_shape[0]
-        if clips is not None and rows is not None and rows % clips:
-            raise ValueError(
-                f"`token_ids` has {rows} rows for {clips} clips: the text "
-                "batch must equal the clip batch, or be k times it with rows "
-                "i*k ... i*k+k-1 asking about clip i (several questions per "
-                "clip share one pass of the media encoders)."
-            )
 
     # Both entry points validate: `__call__` for eager and nested calls,
     # `call` for the stateless path `fit()` and `predict()` take on JAX.

@@ -33,6 +33,10 @@ class WeightedLatentLoss(keras.layers.Layer):
 
     def call(self, logits, latent_loss):
         if self.weight:
+            # float32 under any dtype policy: Keras sums the added losses
+            # with the float32 text loss, and TensorFlow does not promote
+            # a bfloat16 term.
+            latent_loss = ops.cast(latent_loss, "float32")
             self.add_loss(self.weight * ops.mean(latent_loss))
         return logits
 

@@ -11,6 +11,7 @@ from keras_mirasol.layers.clip_ops import fit_clip
 from keras_mirasol.layers.clip_ops import resample_audio
 from keras_mirasol.layers.clip_ops import resize_frames
 from keras_mirasol.models.backbone import MirasolBackbone
+from keras_mirasol.models.input_checks import check_preprocessor_inputs
 from keras_mirasol.models.tokenizer import MirasolTokenizer
 
 
@@ -180,48 +181,8 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
     # --- entry points ----------------------------------------------------
 
     def check_inputs(self, x):
-        if not isinstance(x, dict):
-            raise ValueError(
-                "MirasolCausalLMPreprocessor takes a dict with keys "
-                "'video', 'audio', 'prompts' (and 'responses' to train), "
-                f"got {type(x).__name__}."
-            )
-        required = ["video", "prompts"] + (["audio"] if self.use_audio else [])
-        missing = [k for k in required if k not in x]
-        if missing:
-            raise ValueError(
-                f"Missing input keys {missing}: the preprocessor needs "
-                f"{required} (got {sorted(x)}). A clip without an audio "
-                "track should carry silence, e.g. np.zeros(num_samples)."
-            )
-        video_shape = tuple(x["video"].shape)
-        if len(video_shape) not in (4, 5) or video_shape[-1] != 3:
-            raise ValueError(
-                "`video` must be frames [frames, height, width, 3] or a "
-                f"batch [batch, frames, height, width, 3], got {video_shape}."
-            )
-        sizes = {"video": video_shape[0] if len(video_shape) == 5 else None}
-        for key in ("audio", "prompts", "responses"):
-            if key in x and not isinstance(x[key], str):
-                shape = tuple(getattr(x[key], "shape", np.shape(x[key])))
-                batched = len(shape) == (2 if key == "audio" else 1)
-                sizes[key] = shape[0] if batched else None
-        known = {k: v for k, v in sizes.items() if v is not None}
-        media = {k: known[k] for k in ("video", "audio") if k in known}
-        text = {k: known[k] for k in ("prompts", "responses") if k in known}
-        clips = set(media.values())
-        rows = set(text.values())
-        if (
-            len(clips) > 1
-            or len(rows) > 1
-            or (clips and rows and max(rows) % max(clips))
-        ):
-            raise ValueError(
-                f"Mismatched batch sizes {dict(media, **text)}: give one "
-                "audio track per clip in `video`, and one prompt (and "
-                "response) per clip, or k per clip with prompts "
-                "i*k ... i*k+k-1 about clip i."
-            )
+        """`input_checks.check_preprocessor_inputs` for this model."""
+        check_preprocessor_inputs(x, self.use_audio)
 
     def _preprocess(self, x, sequence_length, training):
         video = tf.convert_to_tensor(x["video"])

@@ -5,50 +5,8 @@ from keras import ops
 
 from keras_mirasol.layers.tubelet_embedding import TubeletEmbedding
 from keras_mirasol.models.config_checks import check_divisible
+from keras_mirasol.models.input_checks import validate_video_shape
 from keras_mirasol.models.snippet_encoder import SnippetEncoder
-
-
-def validate_video_shape(shape, num_frames, image_size, num_snippets):
-    """Raise a `ValueError` naming the config key when `shape` is wrong.
-
-    Args:
-        shape: tuple. Static shape of the `video` input.
-        num_frames: int. Configured frames per clip (`num_frames`).
-        image_size: tuple `(H, W)`. Configured frame size (`image_size`).
-        num_snippets: int. Configured snippets per clip (`num_snippets`).
-    """
-    expected = f"[batch, {num_frames}, {image_size[0]}, {image_size[1]}, 3]"
-    if len(shape) != 5:
-        raise ValueError(
-            f"`video` must have rank 5, float {expected} (batch, frames, "
-            f"height, width, RGB), but got shape {tuple(shape)}. Add the "
-            "batch axis, or stack single images into clips of `num_frames`."
-        )
-    if shape[-1] != 3:
-        raise ValueError(
-            f"`video` must have 3 (RGB) channels last, {expected}, but got "
-            f"{shape[-1]} channels in shape {tuple(shape)}. Convert grayscale "
-            "or RGBA frames to RGB in preprocessing."
-        )
-    if shape[1] is not None and shape[1] != num_frames:
-        hint = ""
-        if shape[1] % num_snippets:
-            hint = (
-                f" {shape[1]} frames do not split into num_snippets="
-                f"{num_snippets} equal snippets either."
-            )
-        raise ValueError(
-            f"`video` has {shape[1]} frames but the model expects {expected} "
-            f"(config key `num_frames`={num_frames}).{hint} Sample the clip "
-            "to `num_frames` frames in preprocessing, or build the model "
-            "with another `num_frames` (a multiple of `num_snippets`)."
-        )
-    if tuple(shape[2:4]) != tuple(image_size):
-        raise ValueError(
-            f"`video` frames are {tuple(shape[2:4])} (height, width) but the "
-            f"model expects {expected} (config key `image_size`="
-            f"{tuple(image_size)}). Resize frames in preprocessing."
-        )
 
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")

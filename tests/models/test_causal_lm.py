@@ -171,6 +171,21 @@ def test_fit_logs_text_and_latent_losses():
     assert logs["loss"][0] == pytest.approx(expected, rel=1e-3)
 
 
+def test_fit_in_mixed_bfloat16_logs_both_losses():
+    config = small_config(dtype="mixed_bfloat16")
+    lm = MirasolCausalLM(MirasolBackbone(**config))
+    lm.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x = random_inputs(config, batch_size=2, length=8)
+    y = np.roll(x["token_ids"], -1, axis=1)
+    weight = np.ones_like(y, "float32")
+    logs = lm.fit(x, y, sample_weight=weight, epochs=1, verbose=0).history
+    assert lm.backbone.text_decoder.compute_dtype == "bfloat16"
+    assert np.isfinite(logs["loss"][0])
+    assert logs["text_loss"][0] > 0 and logs["latent_loss"][0] > 0
+    expected = logs["text_loss"][0] + 0.1 * logs["latent_loss"][0]
+    assert logs["loss"][0] == pytest.approx(expected, rel=1e-2)
+
+
 def test_latent_only_pretraining_leaves_the_text_decoder_alone():
     config = small_config()
     lm = MirasolCausalLM(MirasolBackbone(**config), text_loss_weight=0.0)
