@@ -1,7 +1,11 @@
 """TensorFlow ops that fit a decoded clip to a model's static shapes.
 
-The preprocessor (`keras_mirasol.models`) and the tf.data pipeline
-(`keras_mirasol.data`) both use them, so they live here, below both.
+`fit_clip` is the one place that cuts the same time window from video and
+audio. The tf.data pipeline (`keras_mirasol.data.snippets.sample_window`)
+and the preprocessor (`MirasolCausalLMPreprocessor.prepare_media`, used by
+`fit`, `evaluate` and `generate`) both call it, so it lives here, below
+`keras_mirasol.models` and `keras_mirasol.data`. A clip the pipeline has
+fitted already passes through the preprocessor as it is.
 
 They run eagerly and inside `tf.data` alike, on one clip (`video`
 `[F, H, W, 3]`, `audio` `[S]`) or a batch of clips of equal size
@@ -34,15 +38,26 @@ def fit_clip(video, audio, num_frames, num_samples, offset=0.5):
 
     Returns:
         `(video [..., num_frames, H, W, C], audio [..., num_samples])`.
+        A clip that already has the window's static shape (`num_frames`
+        frames, `num_samples` samples: it was fitted before, e.g. by the
+        tf.data pipeline) comes back as it is, which is what the sampling
+        rule gives for it: fitting twice is fitting once.
     """
     video = tf.convert_to_tensor(video)
+    if audio is not None:
+        audio = tf.cast(tf.convert_to_tensor(audio), tf.float32)
+        if (
+            video.shape.rank is not None
+            and video.shape[-4] == num_frames
+            and audio.shape[-1] == num_samples
+        ):
+            return video, audio
     frames = tf.shape(video)[-4]
     if audio is None:
         step = tf.cast(frames, tf.float32) / num_frames
         times = (tf.range(num_frames, dtype=tf.float32) + 0.5) * step
         index = tf.minimum(tf.cast(times, tf.int32), frames - 1)
         return tf.gather(video, index, axis=-4), None
-    audio = tf.cast(tf.convert_to_tensor(audio), tf.float32)
     samples = tf.shape(audio)[-1]
     slack = tf.maximum(samples - num_samples, 0)
     start = tf.cast(

@@ -34,7 +34,9 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
     the model's rate; a batch is resampled with its first clip's rate, so
     map the preprocessor before batching clips of mixed rates) and cut or
     padded to the same span. Evaluation and generation take the centred
-    window; training (`random_window=True`) a random one.
+    window; training (`random_window=True`) a random one. A clip already
+    cut to the model's shapes (by `keras_mirasol.data.snippet_dataset`)
+    is kept as it is.
 
     Works eagerly on numpy/Python data and inside `tf.data.Dataset.map`,
     batched or unbatched.

@@ -423,7 +423,9 @@ def test_a_real_preprocessor_maps_over_the_batches(folder, preprocessor):
     assert y.shape == (2, LENGTH) and weight.shape == (2, LENGTH)
     assert x["video"].shape == (2, 4, 6, 6, 3)
     assert x["audio"].shape == (2, 8000)
-    np.testing.assert_allclose(x["video"], raw["video"], atol=1e-6)
+    # The pipeline cut the window; the preprocessor keeps it as it is.
+    np.testing.assert_array_equal(x["video"], raw["video"])
+    np.testing.assert_array_equal(x["audio"], raw["audio"])
     tokenizer = preprocessor.tokenizer
     for row in range(2):
         prompt = raw["prompts"].numpy()[row].decode()

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_mirasol.data import fit_clip
 from keras_mirasol.data import resample_audio
@@ -53,6 +54,26 @@ def test_batched_and_video_only():
     only, none = fit_clip(video, None, 5, 400)
     assert none is None
     assert only.numpy()[:, 0, 0, 0].tolist() == [1, 3, 5, 7, 9]
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.7])
+def test_fitting_a_fitted_clip_changes_nothing(offset):
+    # Static shapes equal to the window take the shortcut; unknown shapes
+    # (a tf.function traced for any length) take the sampling rule. Both
+    # must return the clip as it is, whatever the offset.
+    video, audio = numbered_clip(50, 5000)
+    video, audio = fit_clip(video, audio, 5, 1000, offset=offset)
+    static = fit_clip(video, audio, 5, 1000, offset=offset)
+    traced = tf.function(
+        lambda v, a: fit_clip(v, a, 5, 1000, offset=offset),
+        input_signature=[
+            tf.TensorSpec([None, None, None, 3]),
+            tf.TensorSpec([None]),
+        ],
+    )(video, audio)
+    for out in (static, traced):
+        np.testing.assert_array_equal(out[0], video)
+        np.testing.assert_array_equal(out[1], audio)
 
 
 def test_resize_scales_uint8_to_unit_range():
