@@ -260,7 +260,16 @@ class _Exporter:
 
 
 def _sentence_piece_resource(tokenizer):
-    """The `tf_text` SentencePiece tokenizer behind a keras-hub tokenizer."""
+    """The `tf_text` SentencePiece tokenizer behind a keras-hub tokenizer.
+
+    The `answer` graph uses that op's TensorFlow resource, and a SavedModel
+    must track every resource its functions use. On the TensorFlow backend
+    `ExportArchive.track(tokenizer)` would find it (a layer is a TensorFlow
+    trackable there), but on JAX a Keras layer is not, and keras-hub has no
+    public handle to the op: this is the one place that reads keras-hub's
+    private `_sentence_piece`, and it fails with a clear error if that
+    attribute ever goes away.
+    """
     sentence_piece = getattr(tokenizer, "_sentence_piece", None)
     if not isinstance(sentence_piece, tf.Module):
         raise ValueError(

@@ -152,7 +152,7 @@ def test_shape_only_build_leaves_initial_weights_and_names_unchanged():
         if check_first:
             variable_shapes(config)
         backbone = MirasolBackbone(**config)
-        names = [layer.name for layer in backbone._flatten_layers()]
+        names = [w.path for w in backbone.weights]  # layer names in it
         return names, [np.asarray(w) for w in backbone.get_weights()]
 
     names, weights = build(check_first=False)
@@ -193,6 +193,16 @@ def _mesh_2x4():
     return make_distribution(mesh="2x4")
 
 
+def _layouts_2x4():
+    """The `LayoutMap` that `make_distribution(mesh="2x4")` uses."""
+    mesh = keras.distribution.DeviceMesh(
+        shape=(2, 4),
+        axis_names=("batch", "model"),
+        devices=keras.distribution.list_devices()[:8],
+    )
+    return MirasolBackbone.get_layout_map(mesh)
+
+
 def _build_lm(config):
     lm = MirasolCausalLM(MirasolBackbone(**config))
     lm.compile(
@@ -227,9 +237,8 @@ def test_eight_devices_are_visible():
 
 @in_child
 def test_variables_carry_the_layout_maps_sharding():
-    distribution = _mesh_2x4()
-    layouts = distribution._layout_map
-    with distribution.scope():
+    layouts = _layouts_2x4()
+    with _mesh_2x4().scope():
         backbone = MirasolBackbone(**mesh_config(combiner_type="ttm"))
     sharded = 0
     for variable in backbone.weights:
@@ -295,7 +304,7 @@ def test_generate_under_model_parallel():
 
 @in_child
 def test_every_preset_fits_a_2x4_mesh():
-    layouts = _mesh_2x4()._layout_map
+    layouts = _layouts_2x4()
     for name, preset in backbone_presets.items():
         check_layout_map(layouts, preset["config"])
 
@@ -314,10 +323,10 @@ def test_indivisible_dimension_names_the_layer_and_axis():
 
 @in_child
 def test_key_matching_nothing_is_an_error():
-    distribution = _mesh_2x4()
-    distribution._layout_map["video_encoder/typo_layer/kernel"] = (
-        None,
-        "model",
+    layouts = _layouts_2x4()
+    layouts["video_encoder/typo_layer/kernel"] = (None, "model")
+    distribution = keras.distribution.ModelParallel(
+        layout_map=layouts, batch_dim_name="batch"
     )
     with distribution.scope():
         with pytest.raises(ValueError, match="typo_layer.*match no variable"):
