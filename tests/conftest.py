@@ -10,6 +10,22 @@ import pytest  # noqa: E402
 
 from keras_mirasol.models.presets import backbone_presets  # noqa: E402
 
+# Tests marked `one_backend` run under this backend only (see pyproject).
+ONE_BACKEND = "jax"
+
+
+def pytest_collection_modifyitems(config, items):
+    if keras.config.backend() == ONE_BACKEND:
+        return
+    skip = pytest.mark.skip(
+        reason="does not depend on the Keras backend: runs under "
+        f"KERAS_BACKEND={ONE_BACKEND} only"
+    )
+    for item in items:
+        if item.get_closest_marker("one_backend"):
+            item.add_marker(skip)
+
+
 # Compiled CPU kernels may differ in the last bits between two runs on
 # different inputs; a change that reaches an output moves it far more.
 UNCHANGED = 2e-5

@@ -27,6 +27,7 @@ def test_tiny_model_overfits_one_batch():
     assert "latent_loss" in history.history
 
 
+@pytest.mark.one_backend
 def test_tokenizer_command_reads_annotations(tmp_path, capsys):
     annotations = tmp_path / "train.jsonl"
     rows = [
@@ -50,6 +51,9 @@ def test_tokenizer_command_reads_annotations(tmp_path, capsys):
     assert len(ids) <= 5
 
 
+# The commands' plumbing (arguments, files, printed JSON) is the same on
+# every backend; training, generation and export are tested per backend in
+# tests/models, tests/test_training.py and tests/test_export.py.
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """A few-step demo: synth, convert, train, evaluate (with ablations)."""
@@ -60,6 +64,7 @@ def demo_run(tmp_path_factory):
     return workdir, argv
 
 
+@pytest.mark.one_backend
 def test_demo_runs_the_main_job_and_ends_with_json(demo_run, capsys):
     workdir, argv = demo_run
     assert cli.main(argv) == 0
@@ -79,6 +84,7 @@ def test_demo_runs_the_main_job_and_ends_with_json(demo_run, capsys):
     assert not (workdir / "runs" / "demo" / "backup").exists()
 
 
+@pytest.mark.one_backend
 def test_evaluate_and_generate_commands_load_the_run(demo_run, capsys):
     workdir, _ = demo_run
     run = str(workdir / "runs" / "demo")
@@ -106,6 +112,7 @@ def test_evaluate_and_generate_commands_load_the_run(demo_run, capsys):
     assert lines[1].startswith("when does the hiss play? ->")
 
 
+@pytest.mark.one_backend
 def test_train_command_options(demo_run, capsys):
     # --text-loss-reduction is kept in the saved task; --questions-per-clip
     # trains on 2 clips x 2 of their questions per step.

@@ -6,6 +6,9 @@ from keras_mirasol.data.annotations import corpus_texts
 from keras_mirasol.data.annotations import iter_records
 from keras_mirasol.data.annotations import normalize
 
+# tf.data, media files and TFRecords: the Keras backend plays no part.
+pytestmark = pytest.mark.one_backend
+
 
 def test_jsonl_yields_a_bad_line_with_an_error_and_reads_on(tmp_path):
     path = tmp_path / "qa.jsonl"

@@ -7,6 +7,9 @@ from keras_mirasol.data import write_clip
 from keras_mirasol.data.media import rgb_to_yuv420p
 from tests.conftest import assert_decodes_losslessly
 
+# tf.data, media files and TFRecords: the Keras backend plays no part.
+pytestmark = pytest.mark.one_backend
+
 RATE = 16000
 
 

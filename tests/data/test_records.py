@@ -20,6 +20,9 @@ from keras_mirasol.data.snippets import decode_frames
 from keras_mirasol.data.snippets import parse_clip
 from tests.data.hostile_decoders import read_clip_or_misbehave
 
+# tf.data, media files and TFRecords: the Keras backend plays no part.
+pytestmark = pytest.mark.one_backend
+
 RATE = 8000
 SIZE = (16, 16)
 SETTINGS = dict(fps=8, image_size=SIZE, sample_rate=RATE)

@@ -18,6 +18,9 @@ from keras_mirasol.models import MirasolCausalLMPreprocessor
 from keras_mirasol.models import MirasolTokenizer
 from keras_mirasol.models import train_tokenizer
 
+# tf.data, media files and TFRecords: the Keras backend plays no part.
+pytestmark = pytest.mark.one_backend
+
 RATE = 8000
 # Questions per clip; clips 0-2 go to a.tfrecord, 3-4 to b.tfrecord.
 QUESTIONS = [3, 1, 2, 2, 3]

@@ -18,6 +18,9 @@ from keras_mirasol.data.synthetic import render_clip
 from keras_mirasol.data.synthetic import write_dataset
 from tests.conftest import assert_decodes_losslessly
 
+# tf.data, media files and TFRecords: the Keras backend plays no part.
+pytestmark = pytest.mark.one_backend
+
 SETTING = dict(
     num_snippets=3, snippet_seconds=0.5, fps=8, image_size=32, sample_rate=8000
 )
