@@ -36,7 +36,19 @@ __all__ = [
 
 
 def parse_mesh(mesh):
-    """`"2x4"`, `"8"` or `(2, 4)` -> `(batch, model)` ints."""
+    """`"2x4"`, `"8"` or `(2, 4)` -> `(batch, model)` ints.
+
+    Args:
+        mesh: str or tuple of int. `"BATCHxMODEL"` (e.g. `"2x4"`), one
+            size (`"8"` or `(8,)`: data parallel only, model size 1) or a
+            `(batch, model)` tuple.
+
+    Returns:
+        `(batch, model)`, two positive ints.
+
+    Raises:
+        ValueError: `mesh` is not of that form.
+    """
     if isinstance(mesh, str):
         parts = mesh.lower().split("x")
         try:
@@ -76,10 +88,14 @@ def make_distribution(
         mesh: `"BATCHxMODEL"` (e.g. `"2x4"`) or a tuple: a
             `ModelParallel` over a `(batch, model)` mesh with
             `layout_map()`. The sizes must multiply to at most the number
-            of devices.
+            of devices. Pass either `mesh` or `data_parallel=True`.
+            Defaults to `None`.
         data_parallel: bool. A `DataParallel` over every device instead.
-        model_parallel_dim_name, data_parallel_dim_name: str. Mesh axis
-            names.
+            Defaults to `False`.
+        model_parallel_dim_name: str. Name of the mesh axis that shards
+            weights tensor-parallel. Defaults to `"model"`.
+        data_parallel_dim_name: str. Name of the mesh axis that splits the
+            batch. Defaults to `"batch"`.
 
     Returns:
         A `keras.distribution.Distribution`; use it as

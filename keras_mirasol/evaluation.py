@@ -16,7 +16,14 @@ from keras_mirasol.data.snippets import snippet_dataset
 
 
 def normalize_answer(text):
-    """Lowercase, drop punctuation at the ends, collapse whitespace."""
+    """Lowercase, drop punctuation at the ends, collapse whitespace.
+
+    Args:
+        text: str, or anything `str()` turns into the answer.
+
+    Returns:
+        str: the normalised answer, e.g. `"Red."` -> `"red"`.
+    """
     text = re.sub(r"\s+", " ", str(text).strip().lower())
     return text.strip(" .,!?;:\"'")
 
@@ -41,10 +48,13 @@ def evaluate(
         lm: `MirasolCausalLM` with a preprocessor.
         data: records (folder, glob, files) written by `convert`.
         batch_size: int. Every batch is padded to this size, so `generate`
-            compiles once.
+            compiles once. Defaults to `64`.
         zero_video: bool. Replace frames with black frames.
-        zero_audio: bool. Replace audio with silence.
+            Defaults to `False`.
+        zero_audio: bool. Replace audio with silence (no effect on a
+            video-only model). Defaults to `False`.
         max_examples: int or None. Stop after this many questions.
+            Defaults to `None`, which means every question.
 
     Returns:
         dict: `accuracy`, `examples`, `per_type` (`{type: {accuracy,

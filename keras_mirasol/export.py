@@ -356,20 +356,24 @@ def export_saved_model(
     Args:
         causal_lm: `MirasolCausalLM`.
         path: str. Output directory; must not exist or be empty.
-        max_length: int. Prompt plus answer length of `generate` and
-            `answer`. Defaults to the preprocessor's `sequence_length`,
-            else the backbone's `max_sequence_length`.
+        max_length: int or None. Prompt plus answer length of `generate`
+            and `answer`, in `[2, max_sequence_length]`. Defaults to
+            `None`, which means the preprocessor's `sequence_length`, else
+            the backbone's `max_sequence_length`.
         batch_size: int or None. Fix the batch size of every signature,
             for models that cannot be traced with a dynamic batch.
             Defaults to `None` (dynamic).
         signatures: sequence of str. Which of `SIGNATURES` to export.
-            Defaults to `DEFAULT_SIGNATURES` (all but `answer`).
+            Defaults to `("serving_default", "encode_av", "generate")`
+            (`DEFAULT_SIGNATURES`: all but `answer`).
         platforms: sequence of str or None. JAX only: where the exported
-            StableHLO may run, e.g. `("cpu", "cuda")`. Defaults to the
-            platform JAX runs on while exporting.
+            StableHLO may run, e.g. `("cpu", "cuda")`. Defaults to `None`,
+            which means the platform JAX runs on while exporting.
         overwrite: bool. Replace a SavedModel already in `path`. A
             non-empty folder without `saved_model.pb` is never replaced.
+            Defaults to `False`.
         verbose: bool. Print Keras' summary of the endpoints.
+            Defaults to `False`.
 
     Returns:
         dict with `path` and `signatures`: for each signature, its

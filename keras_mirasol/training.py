@@ -27,7 +27,15 @@ from keras_mirasol.models.tokenizer import train_tokenizer
 
 
 def record_texts(path):
-    """Every question and answer stored in the records at `path`."""
+    """Every question and answer stored in the records at `path`.
+
+    Args:
+        path: records written by `convert`: a folder, glob, file, or list
+            of these (see `record_files`).
+
+    Yields:
+        str: each non-empty question and answer, in file order.
+    """
     ds = tf.data.TFRecordDataset(record_files(path)).map(parse_clip)
     for clip in ds.as_numpy_iterator():
         for key in ("questions", "answers"):
@@ -37,7 +45,15 @@ def record_texts(path):
 
 
 def count_questions(path):
-    """Number of questions (annotations) in the records at `path`."""
+    """Number of questions (annotations) in the records at `path`.
+
+    Args:
+        path: records written by `convert`: a folder, glob, file, or list
+            of these (see `record_files`).
+
+    Returns:
+        int.
+    """
     ds = tf.data.TFRecordDataset(record_files(path)).map(
         lambda serialized: tf.size(parse_clip(serialized)["questions"])
     )
@@ -45,7 +61,16 @@ def count_questions(path):
 
 
 def data_parallel_size(distribution):
-    """How many ways `distribution` splits each batch."""
+    """How many ways `distribution` splits each batch.
+
+    Args:
+        distribution: `keras.distribution.Distribution` with a
+            `device_mesh` and a `batch_dim_name` (`DataParallel`,
+            `ModelParallel`).
+
+    Returns:
+        int: the size of the mesh's data-parallel axis.
+    """
     mesh = distribution.device_mesh
     return mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)]
 
@@ -63,7 +88,26 @@ def build_task(
     """A compiled `MirasolCausalLM` from a preset and a tokenizer.
 
     The backbone's vocabulary is the tokenizer's; `overrides` change
-    other backbone config keys.
+    other backbone config keys. The optimizer is AdamW (global gradient
+    norm clipped to 1) with a linear warmup from 0 to `learning_rate`, then
+    cosine decay to 5% of it.
+
+    Args:
+        preset: str. Backbone preset name or preset folder.
+        tokenizer: `MirasolTokenizer` with a vocabulary; it sets the
+            backbone's `vocabulary_size`.
+        learning_rate: float. Peak learning rate, reached after the
+            warmup. Defaults to `1e-3`.
+        steps: int. Training steps the schedule spans (warmup included).
+            Defaults to `1000`.
+        warmup_steps: int. Steps of linear warmup. Defaults to `100`.
+        weight_decay: float. AdamW weight decay. Defaults to `0.01`.
+        text_loss_reduction: str. `"token"` or `"response"` (see
+            `MirasolCausalLM`). Defaults to `"token"`.
+        **overrides: backbone config keys to change.
+
+    Returns:
+        A compiled `MirasolCausalLM` with a preprocessor.
     """
     backbone = MirasolBackbone.from_preset(
         preset, vocabulary_size=tokenizer.vocabulary_size(), **overrides
@@ -133,34 +177,42 @@ def train(
             weights, tokenizer, preprocessor), `checkpoints/`, `backup/`
             (deleted after a finished run) and `history.json`.
         preset: str. Backbone preset (or preset folder) to start from.
+            Defaults to `"mirasol_tiny"`.
         val_data: records of the validation split, or None.
-        tokenizer: path of a SentencePiece model, or None to train one on
-            the training records' text.
-        steps: int. Training steps in total.
+            Defaults to `None`.
+        tokenizer: path of a SentencePiece model, a `MirasolTokenizer`,
+            or None. Defaults to `None`, which trains one on the training
+            records' text.
+        steps: int. Training steps in total (rounded down to a multiple
+            of `epochs`, at least one per epoch). Defaults to `1000`.
         epochs: int. Checkpoint and validation every `steps // epochs`.
-        batch_size: int.
+            Defaults to `10`.
+        batch_size: int. Questions per step. Defaults to `64`.
         learning_rate: float. Peak of the warmup + cosine schedule.
+            Defaults to `1e-3`.
         vocabulary_size: int. Largest vocabulary of a trained tokenizer.
-        seed: int. Seeds weights, data order and windows.
+            Defaults to `256`.
+        seed: int. Seeds weights, data order and windows. Defaults to `0`.
         cache: bool. Keep the decoded training clips in memory (see
-            `snippet_dataset`).
+            `snippet_dataset`). Defaults to `False`.
         threads: int or None. The training pipeline's thread pool size
-            (see `snippet_dataset`).
+            (see `snippet_dataset`). Defaults to `None`, which means
+            tf.data's shared pool.
         verbose: int. Keras progress bar (1), one line per epoch (2), or
-            quiet (0).
+            quiet (0). Defaults to `1`.
         validation_freq: int. Validate every this many epochs (and the
-            first time after that many).
+            first time after that many). Defaults to `1`.
         distribution: a `keras.distribution.Distribution` (see
             `keras_mirasol.distribution.make_distribution`) to build and
             train the model under, or None for one device. `batch_size`
             must divide over its data-parallel axis; the last partial
-            validation batch is dropped.
+            validation batch is dropped. Defaults to `None`.
         text_loss_reduction: str. `"token"` or `"response"` (see
-            `MirasolCausalLM`).
+            `MirasolCausalLM`). Defaults to `"token"`.
         questions_per_clip: int or None. Train on `k` questions per clip
             per step, encoding each clip once for all `k` (`batch_size`
             questions = `batch_size / k` clips per step; see
-            `snippet_dataset`). None: one clip per question.
+            `snippet_dataset`). Defaults to `None`: one clip per question.
         **overrides: backbone config keys to change.
 
     Returns:

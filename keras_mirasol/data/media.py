@@ -30,10 +30,12 @@ def read_clip(path, fps=None, image_size=None, sample_rate=16000):
     Args:
         path: str. An mp4, mkv, webm or avi file.
         fps: float or None. Frames per second to return: frame `k` is the
-            last decoded frame shown at time `k / fps`. `None` keeps the
-            file's frames.
+            last decoded frame shown at time `k / fps`. Defaults to
+            `None`, which keeps the file's frames.
         image_size: `(height, width)` or None. Resize frames (by FFmpeg).
+            Defaults to `None`, which keeps the file's frame size.
         sample_rate: int. Rate of the returned waveform in Hz.
+            Defaults to `16000`.
 
     Returns:
         dict with `video` uint8 `[F, H, W, 3]`, `audio` float32 `[S]`
@@ -176,8 +178,8 @@ def write_clip(path, video, fps, audio=None, sample_rate=16000, lossless=False):
         video: uint8 `[F, H, W, 3]`; H and W even.
         fps: int. Frame rate.
         audio: float `[S]` mono waveform in `[-1, 1]`, or None for a file
-            without an audio track.
-        sample_rate: int. Rate of `audio`.
+            without an audio track. Defaults to `None`.
+        sample_rate: int. Rate of `audio` in Hz. Defaults to `16000`.
         lossless: bool. Lossless H.264 (constant QP 0) and ALAC audio
             (16-bit): decoding gives back exactly the YUV planes and the
             16-bit samples that were written, whatever decisions the

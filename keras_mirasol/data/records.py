@@ -208,20 +208,22 @@ def convert(
         videos_dir: str. Folder of the video files annotations name.
         annotation_paths: str or list of str. JSONL, CSV or JSON files.
         out_dir: str. Output folder (created).
-        fps: float. Frame rate to store.
-        image_size: `(height, width)` of the stored frames.
-        sample_rate: int. Audio rate to store.
-        clips_per_shard: int. Clips per TFRecord file.
-        workers: int or None. Decoding processes (default: all cores).
-            1 decodes in this process (no `__main__` guard needed): any
-            exception still skips only its file, but a crash ends the run
-            and a hang cannot be cut short.
+        fps: float. Frame rate to store. Defaults to `8`.
+        image_size: int or `(height, width)`. Size of the stored frames.
+            Defaults to `(32, 32)`.
+        sample_rate: int. Audio rate to store in Hz. Defaults to `16000`.
+        clips_per_shard: int. Clips per TFRecord file. Defaults to `256`.
+        workers: int or None. Decoding processes. 1 decodes in this
+            process (no `__main__` guard needed): any exception still skips
+            only its file, but a crash ends the run and a hang cannot be
+            cut short. Defaults to `None`, which means all cores.
         timeout: float or None. Seconds one file may take to decode
             before its worker is killed and the file skipped (needs
-            `workers` >= 2); None: no limit.
-        verbose: bool. Show a progress bar.
+            `workers` >= 2); None: no limit. Defaults to `120`.
+        verbose: bool. Show a progress bar. Defaults to `True`.
         _read_clip: for tests only: a module-level function used in place
-            of `read_clip` in the workers.
+            of `read_clip` in the workers. Defaults to `None`, which means
+            `read_clip`.
 
     Returns:
         The report dict (also written to `out_dir/report.json`): counts of

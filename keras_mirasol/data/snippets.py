@@ -236,30 +236,38 @@ def snippet_dataset(
         preprocessor: `MirasolCausalLMPreprocessor` (or anything with
             `num_frames`, `frame_size`, `num_audio_samples`,
             `audio_sample_rate`): the model's clip shape.
-        batch_size: int.
+        batch_size: int. Questions per batch. Defaults to `32`.
         training: bool. Shuffle clips and questions (seeded), draw a
             random window per element, repeat forever; otherwise keep the
             file order, take the centred window, one pass.
+            Defaults to `False`.
         seed: int. Seeds every random choice: the same seed gives the same
-            batches.
-        repeat: bool or None. Repeat forever (default: `training`).
-        shuffle_clips: int. Shuffle buffer of serialized clips.
-        shuffle_questions: int. Shuffle buffer of decoded questions.
+            batches. Defaults to `0`.
+        repeat: bool or None. Repeat forever. Defaults to `None`, which
+            means `training`.
+        shuffle_clips: int. Shuffle buffer of serialized clips (training
+            only). Defaults to `1024`.
+        shuffle_questions: int. Shuffle buffer of decoded questions
+            (training without `questions_per_clip` only).
+            Defaults to `256`.
         keep_metadata: bool. Keep `types`, `clip_id`, `has_audio` in the
             batches (for evaluation; `fit` needs only the model keys).
-        drop_remainder: bool or None. Default: `training`.
+            Defaults to `False`.
+        drop_remainder: bool or None. Drop the last, smaller batch.
+            Defaults to `None`, which means `training`.
         cache: bool. Keep the decoded clips in memory after the first
             pass (about 180 KB per 2 s clip at 32x32 and 16 kHz): later
             epochs skip parsing and PNG decoding. For datasets that fit
-            in RAM.
-        threads: int or None. Size of the pipeline's own thread pool
-            (default: tf.data's shared pool, one thread per core). On a
+            in RAM. Defaults to `False`.
+        threads: int or None. Size of the pipeline's own thread pool. On a
             small CPU host, 1 leaves the other cores to the model.
+            Defaults to `None`, which means tf.data's shared pool, one
+            thread per core.
         questions_per_clip: int or None. Training only: each batch holds
             `batch_size / k` clips with `k` of each clip's questions
             (`choose_questions`), so the model encodes every clip once
-            for `k` questions (see `MirasolBackbone`). None: one clip per
-            question, questions shuffled across clips.
+            for `k` questions (see `MirasolBackbone`). Defaults to `None`:
+            one clip per question, questions shuffled across clips.
 
     Returns:
         `tf.data.Dataset` of dicts: `video` float32 `[B, N, H, W, 3]`,

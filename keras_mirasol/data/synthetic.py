@@ -250,12 +250,20 @@ def write_dataset(
 
     Args:
         out_dir: str. Output folder.
-        clips: int. Number of clips over all splits.
-        seed: int.
-        splits: `(name, fraction)` pairs; clips are assigned in order.
-        workers: int or None. Processes (default: all cores).
-        num_snippets, snippet_seconds, fps, image_size, sample_rate: see
-            `render_clip`.
+        clips: int. Number of clips over all splits. Defaults to `3000`.
+        seed: int. Seeds every clip's content. Defaults to `0`.
+        splits: `(name, fraction)` pairs; clips are assigned in order, in
+            proportion to the fractions.
+            Defaults to `(("train", 0.85), ("val", 0.05), ("test", 0.1))`.
+        workers: int or None. Processes. Defaults to `None`, which means
+            all cores.
+        num_snippets: int. Segments per clip, each with its own colour,
+            shape and sound (at most 4). Defaults to `4`.
+        snippet_seconds: float. Length of a segment in seconds.
+            Defaults to `0.5`.
+        fps: int. Frames per second. Defaults to `8`.
+        image_size: int. Frame height and width (even). Defaults to `64`.
+        sample_rate: int. Audio rate in Hz. Defaults to `16000`.
 
     Returns:
         dict split -> number of clips.

@@ -34,7 +34,8 @@ def fit_clip(video, audio, num_frames, num_samples, offset=0.5):
         num_frames: int. Frames to return.
         num_samples: int. Samples to return (the model's span).
         offset: float or scalar tensor in `[0, 1]`: where the window sits
-            in a clip longer than the span (0 = start, 0.5 = centre).
+            in a clip longer than the span (0 = start, 0.5 = centre;
+            unused without audio). Defaults to `0.5`.
 
     Returns:
         `(video [..., num_frames, H, W, C], audio [..., num_samples])`.

@@ -20,7 +20,30 @@ class FramedMelSpectrogram(keras.layers.MelSpectrogram):
     centred (reflect-padded), periodic-Hann-windowed STFT.
 
     Args:
-        As `keras.layers.MelSpectrogram`.
+        fft_length: int. FFT size, and the frame length. Defaults to `2048`.
+        sequence_stride: int. Samples between successive frames (the hop).
+            Defaults to `512`.
+        sequence_length: int or None. Length of the window applied to each
+            frame, centred in it and zero-padded to `fft_length`. Defaults
+            to `None`, which means `fft_length`.
+        window: str or None. `"hann"` or `"hamming"` (periodic), or `None`
+            for no window. Defaults to `"hann"`.
+        sampling_rate: int. Sample rate of the input in Hz.
+            Defaults to `16000`.
+        num_mel_bins: int. Mel bands of the output. Defaults to `128`.
+        min_freq: float. Lowest mel band edge in Hz. Defaults to `20.0`.
+        max_freq: float or None. Highest mel band edge in Hz. Defaults to
+            `None`, which means `sampling_rate / 2`.
+        power_to_db: bool. Convert the mel power to decibels.
+            Defaults to `True`.
+        top_db: float. With `power_to_db`, clip values more than `top_db`
+            below the maximum of the whole input. Defaults to `80.0`.
+        mag_exp: float. Exponent of the STFT magnitude: 1 for magnitude, 2
+            for power. Defaults to `2.0`.
+        min_power: float. Floor of the power and of `ref_power` before the
+            log. Defaults to `1e-10`.
+        ref_power: float. Decibels are `10 * log10(S / ref_power)`.
+            Defaults to `1.0`.
 
     Call arguments:
         inputs: float `[..., samples]`.

@@ -52,6 +52,14 @@ class TubeletEmbedding(keras.layers.Layer):
         self.built = True
 
     def num_tokens(self, inputs_shape):
+        """Tokens of a clip: `(F / t) * (H / p) * (W / p)`.
+
+        Args:
+            inputs_shape: tuple `(B, F, H, W, C)`.
+
+        Returns:
+            int.
+        """
         frames, height, width = inputs_shape[1:4]
         t, p_h, p_w = self.tubelet_size
         return (frames // t) * (height // p_h) * (width // p_w)

@@ -110,6 +110,7 @@ class TimeAlignedDecoder(keras.layers.Layer):
         Args:
             combined_tokens: float `[B, T, m, D]`.
             first_snippet: int. Index of the first snippet (when streaming).
+                Defaults to `0`.
 
         Returns:
             float `[B, T * m, D]`.

@@ -76,32 +76,62 @@ class MirasolBackbone(keras_hub.models.Backbone):
         num_snippets: int. Snippets `T` per clip; `N % T == 0`.
         frame_rate: float. Frames per second of the sampled clip; with
             `num_frames` it sets the clip span and so the audio length.
-        tubelet_size: `(t, p, p)`. Video tubelet size.
-        video_hidden_dim, video_num_layers, video_num_heads,
-        video_intermediate_dim: int. Video encoder sizes.
-        use_audio: bool. `False` builds the video-only model (no `audio`
-            input). Defaults to `True`.
+        tubelet_size: `(t, p, p)`. Video tubelet size: `t` frames by
+            `p x p` pixels per video token.
+        video_hidden_dim: int. Token width `D_v` of the video encoder.
+        video_num_layers: int. Transformer blocks `L_v` of the video
+            encoder.
+        video_num_heads: int. Attention heads of the video encoder;
+            divides `video_hidden_dim`.
+        video_intermediate_dim: int. MLP width of the video encoder.
         audio_sample_rate: int. Waveform sample rate in Hz.
-        audio_num_mel_bins, audio_fft_length, audio_window_length,
-        audio_hop_length: int. Log-mel front end.
+        audio_num_mel_bins: int. Mel bands of the log-mel spectrogram.
+        audio_fft_length: int. FFT size of the spectrogram.
+        audio_window_length: int. STFT window in samples.
+        audio_hop_length: int. STFT hop in samples.
         audio_patch_size: `(time, freq)`. Spectrogram patch size.
-        audio_hidden_dim, audio_num_layers, audio_num_heads,
-        audio_intermediate_dim: int. Audio encoder sizes.
-        combiner_type: str. `"transformer"` or `"ttm"`.
+        audio_hidden_dim: int. Token width `D_a` of the audio encoder.
+        audio_num_layers: int. Transformer blocks `L_a` of the audio
+            encoder.
+        audio_num_heads: int. Attention heads of the audio encoder;
+            divides `audio_hidden_dim`.
+        audio_intermediate_dim: int. MLP width of the audio encoder.
         combiner_tokens: int. Tokens `m` per snippet.
         combiner_num_layers: int. Combiner blocks `L_c`.
+        av_hidden_dim: int. Width `D` of the Combiner's output and of the
+            time-aligned model (`av_latents`).
+        av_num_layers: int. Blocks `L_av` of the time-aligned model.
+        av_num_heads: int. Attention heads of the Combiner and the
+            time-aligned model; divides `av_hidden_dim`.
+        av_intermediate_dim: int. MLP width of the Combiner and the
+            time-aligned model.
+        text_hidden_dim: int. Width `D_t` of the text decoder.
+        text_num_layers: int. Blocks `L_t` of the text decoder.
+        text_num_heads: int. Attention heads of the text decoder; divides
+            `text_hidden_dim`.
+        text_intermediate_dim: int. MLP width of the text decoder.
+        use_audio: bool. `False` builds the video-only model (no `audio`
+            input). Defaults to `True`.
+        combiner_type: str. `"transformer"` or `"ttm"`.
+            Defaults to `"transformer"`.
         ttm_memory_size: int. TTM memory tokens (used by `"ttm"`).
-        av_hidden_dim, av_num_layers, av_num_heads,
-        av_intermediate_dim: int. Combiner and time-aligned model sizes.
-        text_hidden_dim, text_num_layers, text_num_heads,
-        text_intermediate_dim: int. Text decoder sizes.
-        cross_attention_every: int. Cross-attend in every k-th text block.
+            Defaults to `8`.
+        cross_attention_every: int. Cross-attend in every k-th text block,
+            starting with the first. Defaults to `1`.
         tie_word_embeddings: bool. Tie input and output text embeddings.
-        latent_loss_weight: float. Weight of the next-snippet latent loss.
+            Defaults to `True`.
+        latent_loss_weight: float. Weight of the next-snippet latent loss,
+            which `MirasolCausalLM` adds to its loss. Defaults to `0.1`.
         latent_loss_type: str. `"mse"` or `"cosine"`.
+            Defaults to `"mse"`.
         dropout: float. Dropout rate in every block (training only).
-        layer_norm_epsilon: float.
-        dtype: string or `keras.mixed_precision.DTypePolicy`.
+            Defaults to `0.0`.
+        layer_norm_epsilon: float. Epsilon of every layer normalization.
+            Defaults to `1e-6`.
+        dtype: string or `keras.mixed_precision.DTypePolicy`. The dtype to
+            use for model computations and weights. Softmax and layer
+            normalization always compute in float32. Defaults to `None`,
+            which uses `keras.config.dtype_policy()`.
 
     Inputs (a dict):
         video: float `[B, N, H, W, 3]`, values in `[0, 1]`.
@@ -383,6 +413,16 @@ class MirasolBackbone(keras_hub.models.Backbone):
         go over `model_parallel_dim_name`, the other matrix dimension over
         `data_parallel_dim_name`; see `keras_mirasol.models.layouts`.
 
+        Args:
+            device_mesh: `keras.distribution.DeviceMesh`.
+            model_parallel_dim_name: str. Mesh axis that shards weights
+                tensor-parallel. Defaults to `"model"`.
+            data_parallel_dim_name: str. Mesh axis that splits the batch.
+                Defaults to `"batch"`.
+
+        Returns:
+            `keras.distribution.LayoutMap`.
+
         Example:
         ```python
         mesh = keras.distribution.DeviceMesh(
@@ -411,6 +451,7 @@ class MirasolBackbone(keras_hub.models.Backbone):
         Args:
             video: float `[B, N, H, W, 3]`.
             audio: float `[B, S]`, or `None` for a video-only model.
+                Defaults to `None`.
 
         Returns:
             `(combined_tokens [B, T, m, D], av_latents [B, T * m, D])`.
@@ -434,6 +475,9 @@ class MirasolBackbone(keras_hub.models.Backbone):
         Raises a `ValueError` naming the expected shape and the config key
         to change, before anything is traced or compiled
         (`input_checks.check_backbone_inputs`).
+
+        Args:
+            inputs: dict. The backbone inputs, keyed by `input_names`.
         """
         audio_samples = self.num_audio_samples if self.use_audio else None
         check_backbone_inputs(
@@ -517,7 +561,8 @@ class MirasolBackbone(keras_hub.models.Backbone):
 
         Args:
             preset: str. A built-in preset name or a local directory.
-            load_weights: bool. Load weights from a preset directory.
+            load_weights: bool. Load weights from a preset directory
+                (built-in names have none). Defaults to `True`.
             **kwargs: config overrides, e.g. `combiner_type="ttm"`.
         """
         if preset in backbone_presets:

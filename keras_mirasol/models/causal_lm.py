@@ -82,6 +82,7 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
         backbone: `MirasolBackbone`.
         preprocessor: `MirasolCausalLMPreprocessor` or `None`. Without it,
             inputs are backbone inputs (token ids, prepared media).
+            Defaults to `None`.
         text_loss_weight: float. Weight of the text cross-entropy.
             Defaults to `1.0`.
         text_loss_reduction: str. How the default text loss averages the
@@ -170,6 +171,22 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
         The default loss averages the cross-entropy over the tokens whose
         `sample_weight` is non-zero (the response), not over every
         position, so its scale does not depend on padding.
+
+        Args:
+            optimizer: `"auto"`, an optimizer name, or a `keras.Optimizer`.
+                Defaults to `"auto"`, which is keras-hub's
+                `keras.optimizers.Adam(2e-5)`.
+            loss: `"auto"`, a loss name, or a `keras.losses.Loss`.
+                Defaults to `"auto"`, which is a from-logits
+                `keras.losses.SparseCategoricalCrossentropy` whose
+                `sample_weight`-weighted sum is divided by the sum of the
+                weights (the mean over the response tokens).
+            weighted_metrics: `"auto"` or a list of metrics. Defaults to
+                `"auto"`, which is keras-hub's
+                `keras.metrics.SparseCategoricalAccuracy`.
+            sampler: str or `keras_hub.samplers.Sampler`. The sampler that
+                `generate()` uses. Defaults to `"greedy"`.
+            **kwargs: passed to `keras.Model.compile`.
         """
         if loss == "auto":
             loss = keras.losses.SparseCategoricalCrossentropy(
@@ -193,11 +210,13 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
         backbone's next-snippet latent loss before its weight).
 
         Args:
-            x: dict. Backbone inputs.
-            y: int `[B, L]`. Next-token labels.
-            y_pred: float `[B, L, vocab]`. Logits.
+            x: dict. Backbone inputs. Defaults to `None`.
+            y: int `[B, L]`. Next-token labels. Defaults to `None`.
+            y_pred: float `[B, L, vocab]`. Logits. Defaults to `None`.
             sample_weight: float `[B, L]`. 1 on response tokens.
-            training: bool.
+                Defaults to `None`.
+            training: bool. Whether the loss is computed for a training
+                step. Defaults to `True`.
 
         Returns:
             float scalar.
@@ -251,7 +270,8 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
 
         Args:
             preset: str. Built-in name or local directory.
-            load_weights: bool. Load weights from a directory.
+            load_weights: bool. Load weights from a directory (built-in
+                names have none). Defaults to `True`.
             **kwargs: passed to the task, e.g. `text_loss_weight=0`.
         """
         if preset in backbone_presets:
@@ -304,6 +324,7 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
             cross_attention_cache_update_index: `0` to compute the
                 cross-attention keys/values of `av_latents` into the cache
                 (done once per clip by `build_cache`); `None` to reuse them.
+                Defaults to `None`.
 
         Returns:
             `(logits [B, l, vocab], hidden_states [B, l, D_t], cache)`.
@@ -398,7 +419,9 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
         Args:
             inputs: dict of backbone inputs: `video`, `audio`, `token_ids`
                 (prompts padded to the generation length), `padding_mask`.
-            stop_token_ids: tuple of int or None.
+            stop_token_ids: tuple of int or None. Token ids that end a
+                row's generation; `None` generates up to `max_length`.
+                Defaults to `None`.
 
         Returns:
             dict with `token_ids` and `padding_mask` `[B, max_length]`.
@@ -422,7 +445,9 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
             av_latents: float `[B, T * m, av_hidden_dim]`.
             token_ids: int `[B, max_length]`, prompts padded.
             padding_mask: the prompts' mask, the shape of `token_ids`.
-            stop_token_ids: tuple of int or None.
+            stop_token_ids: tuple of int or None. Token ids that end a
+                row's generation; `None` generates up to `max_length`.
+                Defaults to `None`.
 
         Returns:
             dict with `token_ids` and `padding_mask` `[B, max_length]`.
@@ -482,12 +507,15 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
             inputs: with a preprocessor, a dict with `video`, `audio` and
                 `prompts` (a list of strings, one per clip); without one,
                 backbone inputs with prompts packed into `token_ids`.
-            max_length: int. Prompt plus answer length. Defaults to the
-                preprocessor's `sequence_length`.
-            stop_token_ids: `"auto"` (the tokenizer's end token), `None` or
-                a tuple of ids.
-            strip_prompt: bool. Return only the generated answer (default),
-                not the prompt before it.
+            max_length: int or None. Prompt plus answer length, with a
+                preprocessor (without one, the width of `token_ids`).
+                Defaults to `None`, which means the preprocessor's
+                `sequence_length`.
+            stop_token_ids: `"auto"` (the tokenizer's end token; needs a
+                preprocessor), `None` (generate up to `max_length`) or a
+                tuple of ids. Defaults to `"auto"`.
+            strip_prompt: bool. Return only the generated answer, not the
+                prompt before it. Defaults to `True`.
 
         Returns:
             A list of strings with a preprocessor, else a dict of

@@ -132,7 +132,19 @@ class TransformerCombiner(CombinerBase):
     audio tokens; after `L_c` blocks their outputs are the snippet's
     representation. Each snippet is combined on its own.
 
-    Args: see `CombinerBase`.
+    Args:
+        num_tokens: int. Output tokens `m` per snippet (the learned
+            combiner tokens).
+        hidden_dim: int. Width `D` of the combined tokens.
+        num_layers: int. Transformer blocks `L_c`.
+        num_heads: int. Attention heads.
+        intermediate_dim: int. MLP width.
+        use_audio: bool. Whether audio tokens are combined with the video
+            tokens. Defaults to `True`.
+        dropout: float. Dropout rate of the blocks (training only).
+            Defaults to `0.0`.
+        layer_norm_epsilon: float. Epsilon of the layer normalizations.
+            Defaults to `1e-6`.
 
     Call arguments:
         video_tokens: float `[B, T, n_v, D_v]`.
@@ -192,10 +204,16 @@ class TTMCombiner(CombinerBase):
     position embedding tells its slots apart.
 
     Args:
+        num_tokens: int. Output tokens `m` per snippet, read from memory
+            and inputs by a `TokenLearner`.
         memory_size: int. Memory tokens `M`.
         bottleneck_dim: int. Width of the TokenLearner scoring MLPs.
             Defaults to `64`.
-        Others: see `CombinerBase`.
+        **kwargs: the other `CombinerBase` arguments: `hidden_dim`,
+            `num_layers`, `num_heads`, `intermediate_dim` (required),
+            `use_audio` (defaults to `True`), `dropout` (defaults to
+            `0.0`), `layer_norm_epsilon` (defaults to `1e-6`), and layer
+            arguments such as `name` and `dtype`.
 
     Call arguments:
         video_tokens: float `[B, T, n_v, D_v]`.

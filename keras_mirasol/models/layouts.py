@@ -119,7 +119,16 @@ def layout_map(
 
 
 def unmatched_variables(layouts, shapes):
-    """Paths in `shapes` that no key of `layouts` matches (replicated)."""
+    """Paths in `shapes` that no key of `layouts` matches (replicated).
+
+    Args:
+        layouts: `keras.distribution.LayoutMap`.
+        shapes: dict `{path: shape}` of the backbone's variables
+            (`variable_shapes`).
+
+    Returns:
+        list of str: the variable paths that stay replicated.
+    """
     return [path for path in shapes if layouts[path] is None]
 
 

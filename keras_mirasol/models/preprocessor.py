@@ -43,12 +43,14 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
 
     Args:
         tokenizer: `MirasolTokenizer`.
-        sequence_length: int. Packed text length.
-        num_frames: int. Frames per clip.
-        frame_size: `(H, W)`. The backbone's `image_size`.
-        num_audio_samples: int. Samples per clip.
-        audio_sample_rate: int. The model's audio rate.
-        use_audio: bool. Whether the model takes audio.
+        sequence_length: int. Packed text length. Defaults to `32`.
+        num_frames: int. Frames per clip. Defaults to `16`.
+        frame_size: int or `(H, W)`. The backbone's `image_size`.
+            Defaults to `(32, 32)`.
+        num_audio_samples: int. Samples per clip. Defaults to `32000`.
+        audio_sample_rate: int. The model's audio rate in Hz.
+            Defaults to `16000`.
+        use_audio: bool. Whether the model takes audio. Defaults to `True`.
         random_window: bool. Random clip window in `call()` (training).
             Defaults to `False`.
 
@@ -94,7 +96,17 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
 
     @classmethod
     def from_backbone(cls, backbone, tokenizer, **kwargs):
-        """A preprocessor matching `backbone`'s clip shape and text length."""
+        """A preprocessor matching `backbone`'s clip shape and text length.
+
+        Args:
+            backbone: `MirasolBackbone`. Gives `sequence_length`
+                (`max_sequence_length`), `num_frames`, `frame_size`
+                (`image_size`), `num_audio_samples`, `audio_sample_rate`
+                and `use_audio`.
+            tokenizer: `MirasolTokenizer`.
+            **kwargs: other constructor arguments, e.g.
+                `random_window=True`.
+        """
         return cls(
             tokenizer=tokenizer,
             sequence_length=backbone.max_sequence_length,
@@ -112,7 +124,18 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
     # --- media -----------------------------------------------------------
 
     def prepare_media(self, x, offset):
-        """Fit `x["video"]` (and `x["audio"]`) to the model's shapes."""
+        """Fit `x["video"]` (and `x["audio"]`) to the model's shapes.
+
+        Args:
+            x: dict with `video` `[..., F, H, W, 3]`, `audio` `[..., S]`
+                (if `use_audio`) and optionally `audio_sample_rate`.
+            offset: float or scalar tensor in `[0, 1]`. Where the window
+                sits in a longer clip (0.5 = centre; see `fit_clip`).
+
+        Returns:
+            dict with float32 `video` `[..., num_frames, H', W', 3]` and
+            `audio` `[..., num_audio_samples]` (if `use_audio`).
+        """
         audio = None
         if self.use_audio:
             # NumPy arrays are float64 by default: cast, do not refuse.
@@ -136,6 +159,17 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
 
         `segment_ids` is 1 on response and end tokens; `cut` is True where
         a row had to be truncated.
+
+        Args:
+            prompts: int `tf.RaggedTensor` `[B, None]`. Prompt token ids.
+            responses: int `tf.RaggedTensor` `[B, None]`. Response token
+                ids (rows may be empty).
+            sequence_length: int. Length of the packed rows.
+            add_end: bool. Whether to append the end token (training).
+
+        Returns:
+            `(token_ids [B, sequence_length], segment_ids
+            [B, sequence_length], cut [B])`.
         """
         tokenizer = self.tokenizer
         batch = prompts.nrows()
@@ -173,6 +207,16 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
         return token_ids, segment_ids, cut
 
     def tokenize(self, texts, batch_size):
+        """Token ids of `texts`, one row per example.
+
+        Args:
+            texts: str or list of str. One string is repeated for every
+                row.
+            batch_size: int or scalar int tensor. Rows to return.
+
+        Returns:
+            int `tf.RaggedTensor` `[batch_size, None]`.
+        """
         texts = tf.convert_to_tensor(texts, tf.string)
         texts = tf.broadcast_to(tf.reshape(texts, [-1]), [batch_size])
         tokens = self.tokenizer(texts)
@@ -183,7 +227,11 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
     # --- entry points ----------------------------------------------------
 
     def check_inputs(self, x):
-        """`input_checks.check_preprocessor_inputs` for this model."""
+        """`input_checks.check_preprocessor_inputs` for this model.
+
+        Args:
+            x: dict. The preprocessor's input, as `call()` takes it.
+        """
         check_preprocessor_inputs(x, self.use_audio)
 
     def _preprocess(self, x, sequence_length, training):
@@ -260,7 +308,18 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
         return keras.utils.pack_x_y_sample_weight(outputs, y, sample_weight)
 
     def generate_preprocess(self, x, sequence_length=None):
-        """Prepare media and prompts (no end token) for `generate()`."""
+        """Prepare media and prompts (no end token) for `generate()`.
+
+        Args:
+            x: dict with `video`, `audio` (if `use_audio`) and `prompts`,
+                for one clip or a batch.
+            sequence_length: int or None. Packed text length. Defaults to
+                `None`, which means `self.sequence_length`.
+
+        Returns:
+            dict with `video`, `audio`, `token_ids`, `padding_mask`,
+            batched.
+        """
         self.check_inputs(x)
         x = {k: v for k, v in x.items() if k != "responses"}
         if len(np.shape(x["video"])) == 4:
@@ -279,6 +338,14 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
 
         Ids the tokenizer does not know (a backbone vocabulary padded past
         the tokenizer's) decode as the unknown token.
+
+        Args:
+            x: dict with `token_ids` and `padding_mask` `[B, L]`, as
+                `generate_step` returns them.
+
+        Returns:
+            The `B` decoded strings, without start, end and padding
+            tokens.
         """
         token_ids = np.asarray(keras.ops.convert_to_numpy(x["token_ids"]))
         unknown = self.tokenizer.token_to_id("<unk>")

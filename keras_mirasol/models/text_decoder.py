@@ -147,7 +147,14 @@ class TextDecoder(keras.layers.Layer):
         )
 
     def has_cross_attention(self, index):
-        """Whether block `index` cross-attends to the latents."""
+        """Whether block `index` cross-attends to the latents.
+
+        Args:
+            index: int. Block index, from 0.
+
+        Returns:
+            bool: `index % cross_attention_every == 0`.
+        """
         return index % self.cross_attention_every == 0
 
     def build(self, token_ids_shape, av_latents_shape, padding_mask_shape=None):
@@ -163,7 +170,16 @@ class TextDecoder(keras.layers.Layer):
         self.built = True
 
     def embed(self, token_ids, start_index=0):
-        """Token plus position embeddings, `[B, L, D_t]`."""
+        """Token plus position embeddings, `[B, L, D_t]`.
+
+        Args:
+            token_ids: int `[B, L]`.
+            start_index: int or int tensor. Position of `token_ids[:, 0]`
+                (when decoding with a cache). Defaults to `0`.
+
+        Returns:
+            float `[B, L, D_t]`.
+        """
         x = self.token_embedding(token_ids)
         return x + self.position_embedding(x, start_index=start_index)
 

@@ -25,6 +25,8 @@ class MirasolTokenizer(keras_hub.tokenizers.SentencePieceTokenizer):
 
     Args:
         proto: bytes or path. A serialized SentencePiece model.
+            Defaults to `None`, which leaves the vocabulary unset until a
+            preset loads it (`from_preset`).
 
     Example:
     ```python
@@ -82,13 +84,15 @@ def train_tokenizer(
             `keras_mirasol.data.annotations.corpus_texts(paths)`.
         vocabulary_size: int. Largest vocabulary size. A small corpus may
             give fewer pieces (the limit is not hard).
-        model_type: str. `"bpe"` (default: it merges well even on small
-            corpora), `"unigram"`, `"word"` or `"char"`.
+        model_type: str. `"bpe"` (it merges well even on small corpora),
+            `"unigram"`, `"word"` or `"char"`. Defaults to `"bpe"`.
         lowercase: bool. Lowercase text before training and tokenizing.
+            Defaults to `False`.
         byte_fallback: bool. Spell unseen characters as UTF-8 bytes, so any
             text can be tokenized. Needs `vocabulary_size > 260`; turned off
-            below that.
+            below that. Defaults to `True`.
         output_path: str or None. Also write the model to this file.
+            Defaults to `None`.
 
     Returns:
         bytes: the serialized SentencePiece model, for
