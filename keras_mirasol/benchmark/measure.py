@@ -163,6 +163,24 @@ def xla_train_step_flops(lm, batch):
     return float(cost["flops"])
 
 
+def xla_forward_flops(lm, x):
+    """XLA's FLOP count of the backbone's forward pass (JAX backend)."""
+    import jax
+
+    values = [v.value for v in lm.backbone.trainable_variables]
+    others = [v.value for v in lm.backbone.non_trainable_variables]
+    data = keras.tree.map_structure(jax.numpy.asarray, x)
+
+    def forward(values, others, data):
+        outputs, _ = lm.backbone.stateless_call(values, others, data)
+        return outputs
+
+    cost = jax.jit(forward).lower(values, others, data).cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost["flops"])
+
+
 class _StepClock(keras.callbacks.Callback):
     """Records when each training step's logs are ready."""
 
