@@ -58,9 +58,16 @@ def evaluate(
 
     Returns:
         dict: `accuracy`, `examples`, `per_type` (`{type: {accuracy,
-        examples}}`), `seconds`, the ablation flags, and `predictions` (a
-        list of `{clip_id, type, question, answer, prediction}`).
+        examples}}`; questions annotated without a type count only in
+        the overall figures), `seconds`, the ablation flags, and
+        `predictions` (a list of `{clip_id, type, question, answer,
+        prediction}`).
     """
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(
+            f"max_examples={max_examples}: give a positive number of "
+            "questions, or None for all of them."
+        )
     start = time.time()
     preprocessor = lm.preprocessor
     ds = snippet_dataset(data, preprocessor, batch_size, keep_metadata=True)
@@ -106,11 +113,11 @@ def evaluate(
     )
     types = np.array([p["type"] for p in predictions])
     per_type = {
-        name: {
+        str(name): {
             "accuracy": round(float(correct[types == name].mean()), 4),
             "examples": int((types == name).sum()),
         }
-        for name in sorted(set(types))
+        for name in sorted(set(types) - {""})
     }
     return {
         "accuracy": round(float(correct.mean()), 4),

@@ -258,6 +258,10 @@ def train(
         tokenizer = MirasolTokenizer(proto=proto)
     elif isinstance(tokenizer, str):
         tokenizer = MirasolTokenizer(proto=tokenizer)
+    else:
+        # Seeding clears TensorFlow's eager caches, and with them the
+        # SentencePiece op of a tokenizer made before: make it again.
+        tokenizer.set_proto(tokenizer.proto)
     steps_per_epoch = max(1, steps // epochs)
     lm = build_task(
         preset,

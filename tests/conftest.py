@@ -15,6 +15,12 @@ ONE_BACKEND = "jax"
 
 
 def pytest_collection_modifyitems(config, items):
+    # tf.test.TestCase (keras-hub's TestCase) has a `test_session` method
+    # that is a context manager, not a test.
+    session = [i for i in items if i.name == "test_session"]
+    if session:
+        config.hook.pytest_deselected(items=session)
+        items[:] = [i for i in items if i.name != "test_session"]
     if keras.config.backend() == ONE_BACKEND:
         return
     skip = pytest.mark.skip(
@@ -206,3 +212,37 @@ def assert_decodes_losslessly(clip, video, audio):
     audio = np.asarray(audio, np.float32)
     pcm = np.clip(np.round(audio * 32767), -32768, 32767) / 32768
     np.testing.assert_array_equal(clip["audio"], pcm.astype(np.float32))
+
+
+@pytest.fixture(scope="session")
+def avqa_records(tmp_path_factory):
+    """Records of a few synthetic clips, as `convert` writes them.
+
+    6 clips of 2 s (16 frames of 32x32 at 8 fps, 16 kHz audio) with 6
+    questions each: 4 clips in `train`, 2 in `test`. Returns a dict with
+    the `videos` folder, each split's annotation file and records folder.
+    """
+    from keras_mirasol.data.records import convert
+    from keras_mirasol.data.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("avqa")
+    write_dataset(
+        str(root / "avqa"),
+        clips=6,
+        seed=0,
+        splits=(("train", 4), ("test", 2)),
+        workers=1,
+        image_size=32,
+    )
+    paths = {"videos": str(root / "avqa" / "videos")}
+    for split in ("train", "test"):
+        paths[f"{split}_annotations"] = str(root / "avqa" / f"{split}.jsonl")
+        paths[split] = str(root / "records" / split)
+        convert(
+            paths["videos"],
+            paths[f"{split}_annotations"],
+            paths[split],
+            workers=1,
+            verbose=False,
+        )
+    return paths

@@ -23,6 +23,12 @@ class MirasolTokenizer(keras_hub.tokenizers.SentencePieceTokenizer):
     `</s>` (end), as `train_tokenizer` does. It runs eagerly on Python
     strings and inside `tf.data` (TensorFlow Text ops).
 
+    `keras.utils.set_random_seed` clears TensorFlow's eager caches, and
+    with them the TensorFlow Text op of every tokenizer made before it
+    (tensorflow/text#570: "Resource ... SentencepieceOp ... does not
+    exist"). Seed first, or call `tokenizer.set_proto(tokenizer.proto)`
+    after seeding; `keras_mirasol.training.train` does the latter.
+
     Args:
         proto: bytes or path. A serialized SentencePiece model.
             Defaults to `None`, which leaves the vocabulary unset until a

@@ -1,0 +1,135 @@
+"""`keras_mirasol.evaluation`: what `keras-mirasol evaluate` runs.
+
+The model is untrained: what is checked is how answers are collected
+and scored, not how good they are.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_mirasol.data.records import convert
+from keras_mirasol.evaluation import evaluate
+from keras_mirasol.evaluation import normalize_answer
+from keras_mirasol.models import MirasolTokenizer
+from keras_mirasol.models.tokenizer import train_tokenizer
+from keras_mirasol.training import build_task
+
+
+def read_rows(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def model_and_result(avqa_records):
+    """An untrained task and its evaluation on the test records."""
+    rows = read_rows(avqa_records["train_annotations"])
+    texts = [t for r in rows for t in (r["question"], r["answer"])]
+    keras.utils.set_random_seed(1)  # before the tokenizer: see its notes
+    tokenizer = MirasolTokenizer(proto=train_tokenizer(texts, 100))
+    lm = build_task("mirasol_tiny", tokenizer, max_sequence_length=24)
+    return lm, evaluate(lm, avqa_records["test"], batch_size=4)
+
+
+@pytest.mark.one_backend
+def test_normalize_answer():
+    assert normalize_answer("  Red. ") == "red"
+    assert normalize_answer('"Dark \n  Blue!"') == "dark blue"
+    assert normalize_answer("it's red, then blue") == "it's red, then blue"
+    assert normalize_answer(b"x".decode()) == "x"
+    assert normalize_answer(3) == "3"
+
+
+def test_every_question_is_answered_in_record_order(
+    model_and_result, avqa_records
+):
+    _, result = model_and_result
+    rows = read_rows(avqa_records["test_annotations"])
+    assert result["examples"] == len(rows) == 12
+    got = [
+        (p["clip_id"], p["type"], p["question"], p["answer"])
+        for p in result["predictions"]
+    ]
+    want = [(r["clip_id"], r["type"], r["question"], r["answer"]) for r in rows]
+    assert got == want
+    assert sum(t["examples"] for t in result["per_type"].values()) == 12
+    assert not result["zero_video"] and not result["zero_audio"]
+
+
+def test_accuracy_counts_normalised_exact_matches(
+    model_and_result, avqa_records, tmp_path
+):
+    # Records whose reference answers are the model's own predictions
+    # (in other case and punctuation) for every `video` question and for
+    # the first question of each clip: exactly those are right.
+    lm, result = model_and_result
+    rows = read_rows(avqa_records["test_annotations"])
+    right = [r["type"] == "video" or i % 6 == 0 for i, r in enumerate(rows)]
+    for row, prediction, is_right in zip(rows, result["predictions"], right):
+        if is_right:
+            row["answer"] = prediction["prediction"].upper() + "!"
+        # One question without a type: overall figures only.
+        if row["type"] == "order":
+            row["type"] = ""
+    annotations = tmp_path / "test.jsonl"
+    annotations.write_text("\n".join(json.dumps(r) for r in rows))
+    records = str(tmp_path / "records")
+    convert(
+        avqa_records["videos"],
+        str(annotations),
+        records,
+        workers=1,
+        verbose=False,
+    )
+    scored = evaluate(lm, records, batch_size=4)
+    assert [p["prediction"] for p in scored["predictions"]] == [
+        p["prediction"] for p in result["predictions"]
+    ]
+    assert scored["accuracy"] == round(np.mean(right), 4)
+    types = np.array([r["type"] for r in rows])
+    assert set(scored["per_type"]) == set(types) - {""}
+    for name, entry in scored["per_type"].items():
+        assert entry["examples"] == (types == name).sum()
+        expected = np.mean(np.array(right)[types == name])
+        assert entry["accuracy"] == round(expected, 4)
+    assert scored["per_type"]["video"]["accuracy"] == 1.0
+
+
+def test_padding_and_max_examples_change_no_answer(
+    model_and_result, avqa_records
+):
+    # Batches of 5 (the last padded from 2) instead of 4, stopped at 7.
+    lm, result = model_and_result
+    part = evaluate(lm, avqa_records["test"], batch_size=5, max_examples=7)
+    assert part["examples"] == 7
+    assert part["predictions"] == result["predictions"][:7]
+
+
+def test_zeroed_media_are_what_the_model_sees(model_and_result, avqa_records):
+    lm, _ = model_and_result
+    zeroed = evaluate(
+        lm, avqa_records["test"], batch_size=4, zero_video=True, zero_audio=True
+    )
+    assert zeroed["zero_video"] and zeroed["zero_audio"]
+    config = lm.backbone.get_config()
+    frames = (4, config["num_frames"], *config["image_size"], 3)
+    samples = lm.preprocessor.num_audio_samples
+    prompts = [p["question"] for p in zeroed["predictions"][:4]]
+    inputs = {
+        "video": np.zeros(frames, "float32"),
+        "audio": np.zeros((4, samples), "float32"),
+        "prompts": prompts,
+    }
+    answers = lm.generate(inputs, max_length=lm.preprocessor.sequence_length)
+    assert [a.strip() for a in answers] == [
+        p["prediction"] for p in zeroed["predictions"][:4]
+    ]
+
+
+def test_max_examples_must_be_positive(model_and_result, avqa_records):
+    lm, _ = model_and_result
+    with pytest.raises(ValueError, match="max_examples=0"):
+        evaluate(lm, avqa_records["test"], max_examples=0)
