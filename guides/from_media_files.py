@@ -23,6 +23,11 @@ import tempfile  # noqa: E402
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+# TensorFlow's C++ log lines off (they must be set before it loads).
+from keras_mirasol.logs import quiet_native_logs  # noqa: E402
+
+quiet_native_logs()
+
 import keras  # noqa: E402
 
 from keras_mirasol.data import convert  # noqa: E402

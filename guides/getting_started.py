@@ -18,6 +18,11 @@ import os  # noqa: E402
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+# TensorFlow's C++ log lines off (they must be set before it loads).
+from keras_mirasol.logs import quiet_native_logs  # noqa: E402
+
+quiet_native_logs()
+
 import numpy as np  # noqa: E402
 
 import keras_mirasol  # noqa: E402

@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 
+from keras_mirasol.logs import quiet_native_logs
+
 
 def _json_line(result):
     print(json.dumps(result), flush=True)
@@ -552,6 +554,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    quiet_native_logs()
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("KERAS_BACKEND", "jax")

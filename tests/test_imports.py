@@ -5,7 +5,10 @@ function), so a lazy import that closes a cycle counts too.
 """
 
 import ast
+import importlib.metadata
 import pathlib
+
+import pytest
 
 import keras_mirasol
 
@@ -15,6 +18,7 @@ PACKAGE = pathlib.Path(keras_mirasol.__file__).parent
 # stands beside `models`: neither imports the other; what both need
 # (the clip ops) lives in `layers`.
 ALLOWED = {
+    "logs": set(),
     "layers": set(),
     "models": {"layers"},
     "data": {"layers"},
@@ -25,6 +29,7 @@ ALLOWED = {
     "benchmark": {"models", "data", "layers"},
     "demo": {"training", "evaluation", "models", "data", "layers"},
     "cli": {
+        "logs",
         "benchmark",
         "demo",
         "training",
@@ -109,3 +114,10 @@ def test_no_module_import_cycle():
 def test_every_part_is_listed():
     parts = {_part(module) for module in _imports()} - {None}
     assert parts == set(ALLOWED)
+
+
+@pytest.mark.one_backend
+def test_version_is_the_installed_distributions():
+    assert keras_mirasol.__version__ == importlib.metadata.version(
+        "keras-mirasol"
+    )
