@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 
 import numpy as np
 
@@ -269,10 +270,65 @@ def cmd_bench(args):
     return 1 if summary["errors"] else 0
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps prose, keeps indented example lines as written, and shows a
+    default where one is set and the help does not already say it."""
+
+    def _fill_text(self, text, width, indent):
+        lines = []
+        for block in text.split("\n"):
+            if block.startswith("  "):
+                lines.append(indent + block)
+            else:
+                lines.append(
+                    textwrap.fill(
+                        " ".join(block.split()),
+                        width,
+                        initial_indent=indent,
+                        subsequent_indent=indent,
+                        break_on_hyphens=False,
+                    )
+                )
+        return "\n".join(lines)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            action.default not in (None, False, argparse.SUPPRESS)
+            and not action.required
+            and "default" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _command(sub, name, summary, description, example):
+    """A subcommand whose help says what it does, how, and what it writes."""
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="example:\n" + example,
+        formatter_class=_HelpFormatter,
+    )
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-mirasol",
-        description="Mirasol3B models for Keras 3.",
+        description="Mirasol3B models for Keras 3: from media files and "
+        "questions to a trained model that answers them.\n\n"
+        "Start with `keras-mirasol demo` (the whole job at demo size), "
+        "then `keras-mirasol COMMAND --help`.",
+        epilog="the usual order:\n"
+        "  keras-mirasol convert --videos clips/ --annotations train.jsonl "
+        "--out records/train\n"
+        "  keras-mirasol train --train records/train --out runs/mine\n"
+        "  keras-mirasol evaluate --model runs/mine --data records/test\n"
+        "  keras-mirasol generate --model runs/mine --video clip.mp4 "
+        "--question 'what colour is shown first?'\n"
+        "  keras-mirasol export --model runs/mine --out exported/mine/1",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--backend",
@@ -281,22 +337,57 @@ def build_parser():
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser(
+    demo = _command(
+        sub,
         "demo",
-        help="The main job at demo size: synthesize mp4 clips and "
+        "The main job at demo size: synthesize mp4 clips and "
         "questions, convert, train, evaluate (with ablations).",
+        "Writes the synthetic audio-visual QA set (real mp4 files) to "
+        "WORKDIR/data/demo, converts its train/val/test splits to "
+        "TFRecords, trains a preset on them (WORKDIR/runs/demo, a preset "
+        "folder that evaluate, generate and export load) and evaluates it "
+        "with video and audio ablations: a table, then one JSON line.",
+        "  keras-mirasol demo --workdir /tmp/mirasol --seed 1",
     )
     demo.add_argument(
         "--workdir", default=".", help="Writes data/demo and runs/demo here."
     )
-    demo.add_argument("--clips", type=int, default=2000)
-    demo.add_argument("--steps", type=int, default=2000)
-    demo.add_argument("--epochs", type=int, default=10)
-    demo.add_argument("--batch-size", type=int, default=96)
-    demo.add_argument("--learning-rate", type=float, default=1e-3)
-    demo.add_argument("--preset", default="mirasol_tiny")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--workers", type=int, default=None)
+    demo.add_argument(
+        "--clips", type=int, default=2000, help="Clips over all splits."
+    )
+    demo.add_argument(
+        "--steps", type=int, default=2000, help="Training steps in total."
+    )
+    demo.add_argument(
+        "--epochs",
+        type=int,
+        default=10,
+        help="Checkpoints (and a progress line) every steps/epochs steps.",
+    )
+    demo.add_argument(
+        "--batch-size", type=int, default=96, help="Questions per step."
+    )
+    demo.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="Peak of the warmup + cosine schedule.",
+    )
+    demo.add_argument(
+        "--preset", default="mirasol_tiny", help="Backbone preset to train."
+    )
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Seeds the data, the weights and the batch order.",
+    )
+    demo.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Processes writing and decoding clips (default: all cores).",
+    )
     demo.add_argument(
         "--questions-per-clip",
         type=int,
@@ -306,32 +397,82 @@ def build_parser():
     )
     demo.set_defaults(func=cmd_demo)
 
-    synth = sub.add_parser(
+    synth = _command(
+        sub,
         "synth",
-        help="Write the synthetic audio-visual QA dataset: mp4 clips and "
+        "Write the synthetic audio-visual QA dataset: mp4 clips and "
         "train/val/test JSONL questions.",
+        "Each clip is 4 segments of 0.5 s, each with its own colour, "
+        "shape and sound; six questions per clip (video, audio, aligned, "
+        "order, caption). Writes OUT/videos/clip_NNNNN.mp4 and "
+        "OUT/{train,val,test}.jsonl; ends with a JSON line of the counts.",
+        "  keras-mirasol synth --out data/avqa --clips 500",
     )
-    synth.add_argument("--out", required=True)
-    synth.add_argument("--clips", type=int, default=3000)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--image-size", type=int, default=64)
-    synth.add_argument("--fps", type=int, default=8)
-    synth.add_argument("--workers", type=int, default=None)
+    synth.add_argument("--out", required=True, help="Output folder.")
+    synth.add_argument(
+        "--clips", type=int, default=3000, help="Clips over all splits."
+    )
+    synth.add_argument(
+        "--seed", type=int, default=0, help="Seeds every clip's content."
+    )
+    synth.add_argument(
+        "--image-size", type=int, default=64, help="Frame height and width."
+    )
+    synth.add_argument("--fps", type=int, default=8, help="Frame rate.")
+    synth.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Processes (default: all cores).",
+    )
     synth.set_defaults(func=cmd_synth)
 
-    convert = sub.add_parser(
+    convert = _command(
+        sub,
         "convert",
-        help="Decode videos and annotations into TFRecord shards "
+        "Decode videos and annotations into TFRecord shards "
         "(resumable; skipped inputs listed in report.json).",
+        "Reads annotation files (JSONL, CSV or JSON rows with video, "
+        "question, answer and an optional type), decodes each named video "
+        "once at the given frame rate, size and sample rate, and writes "
+        "OUT/shard-* files plus OUT/report.json. A damaged, crashing or "
+        "hanging file is skipped with its reason; every other clip is "
+        "written. Ends with a JSON line.",
+        "  keras-mirasol convert --videos data/avqa/videos "
+        "--annotations data/avqa/train.jsonl --out records/train",
     )
-    convert.add_argument("--videos", required=True)
-    convert.add_argument("--annotations", required=True, nargs="+")
-    convert.add_argument("--out", required=True)
-    convert.add_argument("--fps", type=float, default=8)
-    convert.add_argument("--image-size", type=int, nargs="+", default=[32])
-    convert.add_argument("--sample-rate", type=int, default=16000)
-    convert.add_argument("--clips-per-shard", type=int, default=256)
-    convert.add_argument("--workers", type=int, default=None)
+    convert.add_argument(
+        "--videos", required=True, help="Folder of the videos annotated."
+    )
+    convert.add_argument(
+        "--annotations",
+        required=True,
+        nargs="+",
+        help="JSONL, CSV or JSON annotation files.",
+    )
+    convert.add_argument("--out", required=True, help="Output folder.")
+    convert.add_argument(
+        "--fps", type=float, default=8, help="Frame rate to store."
+    )
+    convert.add_argument(
+        "--image-size",
+        type=int,
+        nargs="+",
+        default=[32],
+        help="Frame size to store: SIZE or HEIGHT WIDTH.",
+    )
+    convert.add_argument(
+        "--sample-rate", type=int, default=16000, help="Audio rate in Hz."
+    )
+    convert.add_argument(
+        "--clips-per-shard", type=int, default=256, help="Clips per file."
+    )
+    convert.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Decoding processes (default: all cores).",
+    )
     convert.add_argument(
         "--timeout",
         type=float,
@@ -341,23 +482,63 @@ def build_parser():
     )
     convert.set_defaults(func=cmd_convert)
 
-    train = sub.add_parser(
-        "train", help="Train a preset on TFRecords written by convert."
+    train = _command(
+        sub,
+        "train",
+        "Train a preset on TFRecords written by convert.",
+        "Trains a tokenizer on the records' text (or takes --tokenizer), "
+        "builds the preset at that vocabulary, and fits it with AdamW "
+        "(warmup, cosine decay). OUT receives the trained model as a "
+        "preset folder (config, weights, tokenizer, preprocessor) that "
+        "evaluate, generate, export and MirasolCausalLM.from_preset load, "
+        "checkpoints/epoch_NNN.weights.h5 and history.json; a killed run "
+        "started again with the same command continues from OUT/backup. "
+        "Ends with a JSON line of the last losses.",
+        "  keras-mirasol train --train records/train --val records/val "
+        "--out runs/mine --steps 2000 --batch-size 96 "
+        "--questions-per-clip 6",
     )
-    train.add_argument("--train", required=True)
-    train.add_argument("--val", default=None)
-    train.add_argument("--out", required=True)
-    train.add_argument("--preset", default="mirasol_tiny")
+    train.add_argument(
+        "--train", required=True, help="Training records (folder or glob)."
+    )
+    train.add_argument(
+        "--val", default=None, help="Validation records, validated per epoch."
+    )
+    train.add_argument("--out", required=True, help="Run folder.")
+    train.add_argument(
+        "--preset",
+        default="mirasol_tiny",
+        help="Backbone preset name or preset folder to start from.",
+    )
     train.add_argument(
         "--tokenizer",
         default=None,
         help="SentencePiece model (default: train one).",
     )
-    train.add_argument("--steps", type=int, default=1500)
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--steps", type=int, default=1500, help="Training steps in total."
+    )
+    train.add_argument(
+        "--epochs",
+        type=int,
+        default=10,
+        help="Checkpoint and validate every steps/epochs steps.",
+    )
+    train.add_argument(
+        "--batch-size", type=int, default=64, help="Questions per step."
+    )
+    train.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="Peak of the warmup + cosine schedule.",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Seeds the weights, the batch order and the windows.",
+    )
     train.add_argument(
         "--text-loss-reduction",
         choices=("token", "response"),
@@ -405,16 +586,43 @@ def build_parser():
     )
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser(
+    evaluate = _command(
+        sub,
         "evaluate",
-        help="Exact-match accuracy per question type (ends with a JSON line).",
+        "Exact-match accuracy per question type (ends with a JSON line).",
+        "Generates an answer (greedy, centred window) for every question "
+        "in the records and compares it with the reference after "
+        "normalising case, whitespace and end punctuation. Prints one "
+        "line per question type, then a JSON line; --predictions keeps "
+        "every answer.",
+        "  keras-mirasol evaluate --model runs/mine --data records/test "
+        "--predictions predictions.jsonl",
     )
-    evaluate.add_argument("--model", required=True)
-    evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--zero-video", action="store_true")
-    evaluate.add_argument("--zero-audio", action="store_true")
-    evaluate.add_argument("--max-examples", type=int, default=None)
+    evaluate.add_argument(
+        "--model", required=True, help="Run or preset folder (train's OUT)."
+    )
+    evaluate.add_argument(
+        "--data", required=True, help="Records written by convert."
+    )
+    evaluate.add_argument(
+        "--batch-size", type=int, default=64, help="Questions per batch."
+    )
+    evaluate.add_argument(
+        "--zero-video",
+        action="store_true",
+        help="Replace frames with black ones (how much answers need video).",
+    )
+    evaluate.add_argument(
+        "--zero-audio",
+        action="store_true",
+        help="Replace audio with silence (how much answers need audio).",
+    )
+    evaluate.add_argument(
+        "--max-examples",
+        type=int,
+        default=None,
+        help="Stop after this many questions (default: all).",
+    )
     evaluate.add_argument(
         "--predictions",
         default=None,
@@ -422,22 +630,53 @@ def build_parser():
     )
     evaluate.set_defaults(func=cmd_evaluate)
 
-    generate = sub.add_parser(
-        "generate", help="Answer questions about a media file."
+    generate = _command(
+        sub,
+        "generate",
+        "Answer questions about a media file.",
+        "Decodes the file at the model's frame rate, size and sample rate, "
+        "takes the centred window the model was trained on, and prints "
+        "one `question -> answer` line per question.",
+        "  keras-mirasol generate --model runs/mine --video clip.mp4 "
+        "--question 'what colour is shown first?' "
+        "--question 'when does the hum play?'",
     )
-    generate.add_argument("--model", required=True)
-    generate.add_argument("--video", required=True)
-    generate.add_argument("--question", required=True, action="append")
-    generate.add_argument("--max-length", type=int, default=None)
+    generate.add_argument(
+        "--model", required=True, help="Run or preset folder (train's OUT)."
+    )
+    generate.add_argument(
+        "--video", required=True, help="A media file PyAV can decode."
+    )
+    generate.add_argument(
+        "--question",
+        required=True,
+        action="append",
+        help="A question (repeatable).",
+    )
+    generate.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="Prompt plus answer tokens (default: the model's "
+        "sequence_length).",
+    )
     generate.set_defaults(func=cmd_generate)
 
-    export = sub.add_parser(
+    export = _command(
+        sub,
         "export",
-        help="Export a run as a SavedModel for TF Serving (signatures "
+        "Export a run as a SavedModel for TF Serving (signatures "
         "serving_default, encode_av, generate, and with --answer a "
         "string-in/string-out answer; ends with a JSON line).",
+        "Writes a SavedModel that TensorFlow's own tools load "
+        "(saved_model_cli, TF Serving) to OUT, and ends with a JSON line "
+        "of its signatures' inputs and outputs.",
+        "  keras-mirasol export --model runs/mine --out exported/mine/1 "
+        "--answer",
     )
-    export.add_argument("--model", required=True)
+    export.add_argument(
+        "--model", required=True, help="Run or preset folder (train's OUT)."
+    )
     export.add_argument(
         "--out",
         required=True,
@@ -485,19 +724,33 @@ def build_parser():
     )
     export.set_defaults(func=cmd_export)
 
-    params = sub.add_parser(
+    params = _command(
+        sub,
         "params",
-        help="Count presets' parameters per component without allocating "
+        "Count presets' parameters per component without allocating "
         "their weights.",
+        "Builds each preset shape-only (no weights are allocated, so even "
+        "mirasol_3b takes seconds) and prints a table per component.",
+        "  keras-mirasol params mirasol_tiny mirasol_3b",
     )
-    params.add_argument("presets", nargs="+")
+    params.add_argument(
+        "presets", nargs="+", help="Preset names or preset folders."
+    )
     params.set_defaults(func=cmd_params)
 
-    bench = sub.add_parser(
+    bench = _command(
+        sub,
         "bench",
-        help="Training step, MFU, time per part, generation, the PyTorch "
-        "port and the input pipeline, measured in one run (each job in its own "
-        "process, one at a time).",
+        "Training step, MFU, time per part, generation, the PyTorch "
+        "port and the input pipeline, measured in one run (each job in its "
+        "own process, one at a time).",
+        "Prints a table and writes OUTPUT (JSON): the median, min and max "
+        "of the timed steps after compiling, and ratios from this one run "
+        "(ours vs the port, MFU against this run's matmul peak). Run "
+        "nothing else heavy meanwhile. The port section needs the bench "
+        "extra: pip install -e '.[bench]'.",
+        "  keras-mirasol bench --config peer-matched --sections train,port "
+        "--dtypes float32 --json",
     )
     bench.add_argument(
         "--config",
@@ -505,7 +758,11 @@ def build_parser():
         choices=["mirasol_tiny", "mirasol_small", "peer-matched"],
         help="Repeat for several (default: all three).",
     )
-    bench.add_argument("--backends", default="jax,tensorflow")
+    bench.add_argument(
+        "--backends",
+        default="jax,tensorflow",
+        help="Comma-separated Keras backends to measure.",
+    )
     bench.add_argument(
         "--sections",
         default="train,parts,port,generate,pipeline",
@@ -513,8 +770,14 @@ def build_parser():
         "(parts: each part's forward+backward alone, where a step's time "
         "goes).",
     )
-    bench.add_argument("--dtypes", default="float32,mixed_bfloat16")
-    bench.add_argument("--batch-size", type=int, default=2)
+    bench.add_argument(
+        "--dtypes",
+        default="float32,mixed_bfloat16",
+        help="Comma-separated dtype policies of the train section.",
+    )
+    bench.add_argument(
+        "--batch-size", type=int, default=2, help="Clips per training step."
+    )
     bench.add_argument(
         "--steps", type=int, default=10, help="Timed steps after compiling."
     )
@@ -530,24 +793,49 @@ def build_parser():
         help="`convert` output for the pipeline section (default: 200 "
         "synthetic clips written for it).",
     )
-    bench.add_argument("--output", default="bench.json")
+    bench.add_argument(
+        "--output", default="bench.json", help="Where the JSON goes."
+    )
     bench.add_argument(
         "--json", action="store_true", help="Print the summary JSON last."
     )
     bench.set_defaults(func=cmd_bench)
 
-    tokenizer = sub.add_parser(
+    tokenizer = _command(
+        sub,
         "tokenizer",
-        help="Train a SentencePiece vocabulary offline from text files or "
+        "Train a SentencePiece vocabulary offline from text files or "
         "annotations (.txt, .jsonl, .json, .csv).",
+        "Reads every line of text files and the questions and answers of "
+        "annotation files, and writes a SentencePiece model with "
+        "Mirasol's special tokens (<pad> 0, <unk>, <s>, </s>) to OUTPUT, "
+        "for train --tokenizer or MirasolTokenizer(proto=OUTPUT).",
+        "  keras-mirasol tokenizer data/avqa/train.jsonl --output vocab.spm "
+        "--vocabulary-size 512",
     )
-    tokenizer.add_argument("inputs", nargs="+")
-    tokenizer.add_argument("--output", required=True)
-    tokenizer.add_argument("--vocabulary-size", type=int, default=1024)
     tokenizer.add_argument(
-        "--model-type", default="bpe", choices=["bpe", "unigram"]
+        "inputs", nargs="+", help="Text or annotation files."
     )
-    tokenizer.add_argument("--lowercase", action="store_true")
+    tokenizer.add_argument(
+        "--output", required=True, help="The SentencePiece model file."
+    )
+    tokenizer.add_argument(
+        "--vocabulary-size",
+        type=int,
+        default=1024,
+        help="Largest vocabulary (a small corpus may give fewer pieces).",
+    )
+    tokenizer.add_argument(
+        "--model-type",
+        default="bpe",
+        choices=["bpe", "unigram"],
+        help="SentencePiece algorithm.",
+    )
+    tokenizer.add_argument(
+        "--lowercase",
+        action="store_true",
+        help="Lowercase text before training and tokenizing.",
+    )
     tokenizer.set_defaults(func=cmd_tokenizer)
     return parser
 

@@ -131,3 +131,38 @@ def test_train_command_options(demo_run, capsys):
 
     lm = MirasolCausalLM.from_preset(str(out))
     assert lm.text_loss_reduction == "response"
+
+
+COMMANDS = [
+    "demo",
+    "synth",
+    "convert",
+    "train",
+    "evaluate",
+    "generate",
+    "export",
+    "params",
+    "bench",
+    "tokenizer",
+]
+
+
+@pytest.mark.one_backend
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_help_reads_like_a_manual(command, capsys):
+    # What it does, an example of it, and help for every option.
+    with pytest.raises(SystemExit) as stop:
+        cli.main([command, "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    usage, rest = text.split("\n\n", 1)
+    description = rest.split("\n\n", 1)[0]
+    assert len(description.split()) >= 15, description
+    assert f"\n  keras-mirasol {command} " in text.split("example:")[1]
+    lines = text.split("options:")[1].split("example:")[0].splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("  -") or line.startswith("  -h"):
+            continue
+        said = len(line.strip().split("  ")) > 1
+        continued = i + 1 < len(lines) and lines[i + 1].startswith(" " * 24)
+        assert said or continued, f"{command}: {line.strip()} has no help"
