@@ -258,7 +258,12 @@ def snippet_dataset(
         cache: bool. Keep the decoded clips in memory after the first
             pass (about 180 KB per 2 s clip at 32x32 and 16 kHz): later
             epochs skip parsing and PNG decoding. For datasets that fit
-            in RAM. Defaults to `False`.
+            in RAM. `fit` takes one batch from a first iterator to build
+            the model, then starts another: TensorFlow logs that "the
+            calling iterator did not fully read the dataset being cached"
+            for the first one, whose clips (a shuffle buffer's worth) are
+            decoded once more; the second fills the cache. Defaults to
+            `False`.
         threads: int or None. Size of the pipeline's own thread pool. On a
             small CPU host, 1 leaves the other cores to the model.
             Defaults to `None`, which means tf.data's shared pool, one

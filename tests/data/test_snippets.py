@@ -1,3 +1,4 @@
+import shutil
 import types
 
 import numpy as np
@@ -335,6 +336,31 @@ def test_training_is_deterministic_for_a_seed(folder):
     # It repeats: 12 elements from 11 questions, all of them real ones.
     assert set(prompts_of_numpy(first)) <= set(all_questions(range(5)))
     assert len(prompts_of_numpy(first)) == 12
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_cache_serves_later_passes_from_memory(folder, tmp_path, cache):
+    # The first iterator is abandoned after one batch, as `fit` does when
+    # it builds the model; the next one fills the cache in its first pass
+    # and reads later passes from memory: the files can go.
+    records = tmp_path / "records"
+    shutil.copytree(folder, records)
+    ds = snippet_dataset(
+        str(records), model(), batch_size=2, training=True, cache=cache
+    )
+    next(iter(ds))
+    batches = iter(ds)
+    seen = [next(batches)["prompts"].numpy() for _ in range(15)]  # ~3 passes
+    for path in records.glob("*.tfrecord"):
+        path.unlink()
+    if not cache:
+        with pytest.raises(tf.errors.NotFoundError):
+            for _ in range(15):
+                next(batches)
+        return
+    seen += [next(batches)["prompts"].numpy() for _ in range(15)]
+    prompts = [p for batch in seen for p in batch]
+    assert set(prompts) == set(all_questions(range(5)))
 
 
 def prompts_of_numpy(batches):
