@@ -49,6 +49,7 @@ def cmd_synth(args):
         workers=args.workers,
         image_size=args.image_size,
         fps=args.fps,
+        verbose=True,
     )
     _json_line({"out": args.out, "clips": counts})
     return 0
@@ -136,6 +137,7 @@ def cmd_evaluate(args):
         zero_video=args.zero_video,
         zero_audio=args.zero_audio,
         max_examples=args.max_examples,
+        verbose=True,
     )
     predictions = result.pop("predictions")
     if args.predictions:

@@ -29,7 +29,12 @@ def prepare_data(data_dir, clips, seed, image_size, workers=None):
     """Synthesize clips and convert every split; returns record folders."""
     avqa = os.path.join(data_dir, "avqa")
     counts = write_dataset(
-        avqa, clips=clips, seed=seed, workers=workers, image_size=image_size[0]
+        avqa,
+        clips=clips,
+        seed=seed,
+        workers=workers,
+        image_size=image_size[0],
+        verbose=True,
     )
     print(f"synth: {counts} clips in {avqa}", flush=True)
     records = {}
@@ -119,12 +124,12 @@ def run_demo(
     )
     train_seconds = time.time() - start - data_seconds
     results = {
-        "full": evaluate(lm, records["test"], batch_size),
+        "full": evaluate(lm, records["test"], batch_size, verbose=True),
         "zero_video": evaluate(
-            lm, records["test"], batch_size, zero_video=True
+            lm, records["test"], batch_size, zero_video=True, verbose=True
         ),
         "zero_audio": evaluate(
-            lm, records["test"], batch_size, zero_audio=True
+            lm, records["test"], batch_size, zero_audio=True, verbose=True
         ),
     }
     print(results_table(results), flush=True)

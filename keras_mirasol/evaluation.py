@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from keras_mirasol.data.snippets import count_questions
 from keras_mirasol.data.snippets import snippet_dataset
 
 
@@ -41,6 +42,7 @@ def evaluate(
     zero_video=False,
     zero_audio=False,
     max_examples=None,
+    verbose=False,
 ):
     """Exact-match accuracy of generated answers, overall and per type.
 
@@ -55,6 +57,8 @@ def evaluate(
             video-only model). Defaults to `False`.
         max_examples: int or None. Stop after this many questions.
             Defaults to `None`, which means every question.
+        verbose: bool. Show a progress bar over the questions.
+            Defaults to `False`.
 
     Returns:
         dict: `accuracy`, `examples`, `per_type` (`{type: {accuracy,
@@ -71,6 +75,14 @@ def evaluate(
     start = time.time()
     preprocessor = lm.preprocessor
     ds = snippet_dataset(data, preprocessor, batch_size, keep_metadata=True)
+    progress = None
+    if verbose:
+        import keras
+
+        total = count_questions(data)
+        if max_examples is not None:
+            total = min(total, max_examples)
+        progress = keras.utils.Progbar(total, unit_name="question")
     predictions = []
     for batch in ds.as_numpy_iterator():
         count = len(batch["prompts"])
@@ -101,6 +113,8 @@ def evaluate(
                     "prediction": outputs[i].strip(),
                 }
             )
+        if progress is not None:
+            progress.add(count)
         if max_examples is not None and len(predictions) >= max_examples:
             break
     if not predictions:

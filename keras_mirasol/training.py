@@ -14,50 +14,15 @@ import os
 import time
 
 import keras
-import tensorflow as tf
 
-from keras_mirasol.data.snippets import parse_clip
-from keras_mirasol.data.snippets import record_files
+from keras_mirasol.data.snippets import count_questions
+from keras_mirasol.data.snippets import record_texts
 from keras_mirasol.data.snippets import snippet_dataset
 from keras_mirasol.models.backbone import MirasolBackbone
 from keras_mirasol.models.causal_lm import MirasolCausalLM
 from keras_mirasol.models.preprocessor import MirasolCausalLMPreprocessor
 from keras_mirasol.models.tokenizer import MirasolTokenizer
 from keras_mirasol.models.tokenizer import train_tokenizer
-
-
-def record_texts(path):
-    """Every question and answer stored in the records at `path`.
-
-    Args:
-        path: records written by `convert`: a folder, glob, file, or list
-            of these (see `record_files`).
-
-    Yields:
-        str: each non-empty question and answer, in file order.
-    """
-    ds = tf.data.TFRecordDataset(record_files(path)).map(parse_clip)
-    for clip in ds.as_numpy_iterator():
-        for key in ("questions", "answers"):
-            for text in clip[key]:
-                if text:
-                    yield text.decode("utf-8")
-
-
-def count_questions(path):
-    """Number of questions (annotations) in the records at `path`.
-
-    Args:
-        path: records written by `convert`: a folder, glob, file, or list
-            of these (see `record_files`).
-
-    Returns:
-        int.
-    """
-    ds = tf.data.TFRecordDataset(record_files(path)).map(
-        lambda serialized: tf.size(parse_clip(serialized)["questions"])
-    )
-    return int(ds.reduce(0, lambda total, n: total + n))
 
 
 def data_parallel_size(distribution):

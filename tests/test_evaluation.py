@@ -99,11 +99,14 @@ def test_accuracy_counts_normalised_exact_matches(
 
 
 def test_padding_and_max_examples_change_no_answer(
-    model_and_result, avqa_records
+    model_and_result, avqa_records, capsys
 ):
     # Batches of 5 (the last padded from 2) instead of 4, stopped at 7.
     lm, result = model_and_result
-    part = evaluate(lm, avqa_records["test"], batch_size=5, max_examples=7)
+    part = evaluate(
+        lm, avqa_records["test"], batch_size=5, max_examples=7, verbose=True
+    )
+    assert "7/7" in capsys.readouterr().out  # the progress bar's end
     assert part["examples"] == 7
     assert part["predictions"] == result["predictions"][:7]
 

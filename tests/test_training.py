@@ -19,15 +19,6 @@ def annotation_texts(path):
     return rows, [t for r in rows for t in (r["question"], r["answer"])]
 
 
-@pytest.mark.one_backend
-def test_records_give_back_every_question_and_answer(avqa_records):
-    rows, texts = annotation_texts(avqa_records["train_annotations"])
-    assert sorted(training.record_texts(avqa_records["train"])) == sorted(texts)
-    assert training.count_questions(avqa_records["train"]) == len(rows)
-    rows, _ = annotation_texts(avqa_records["test_annotations"])
-    assert training.count_questions(avqa_records["test"]) == len(rows)
-
-
 def test_build_task_sizes_the_backbone_and_schedules_the_rate(avqa_records):
     _, texts = annotation_texts(avqa_records["train_annotations"])
     tokenizer = MirasolTokenizer(proto=train_tokenizer(texts, 100))

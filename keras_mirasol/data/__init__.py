@@ -15,6 +15,8 @@ _EXPORTS = {
     "resize_frames": "keras_mirasol.layers.clip_ops",
     "convert": "records",
     "load_annotations": "records",
+    "count_questions": "snippets",
+    "record_texts": "snippets",
     "snippet_dataset": "snippets",
     "write_dataset": "synthetic",
 }

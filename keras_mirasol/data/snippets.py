@@ -92,6 +92,40 @@ def parse_clip(serialized):
     }
 
 
+def record_texts(path):
+    """Every question and answer stored in the records at `path`.
+
+    Args:
+        path: records written by `convert`: a folder, glob, file, or list
+            of these (see `record_files`).
+
+    Yields:
+        str: each non-empty question and answer, in file order.
+    """
+    ds = tf.data.TFRecordDataset(record_files(path)).map(parse_clip)
+    for clip in ds.as_numpy_iterator():
+        for key in ("questions", "answers"):
+            for text in clip[key]:
+                if text:
+                    yield text.decode("utf-8")
+
+
+def count_questions(path):
+    """Number of questions (annotations) in the records at `path`.
+
+    Args:
+        path: records written by `convert`: a folder, glob, file, or list
+            of these (see `record_files`).
+
+    Returns:
+        int.
+    """
+    ds = tf.data.TFRecordDataset(record_files(path)).map(
+        lambda serialized: tf.size(parse_clip(serialized)["questions"])
+    )
+    return int(ds.reduce(0, lambda total, n: total + n))
+
+
 def decode_frames(x):
     """`frames` (encoded images `[F]`) -> `video` uint8 `[F, H, W, 3]`."""
     x = dict(x)

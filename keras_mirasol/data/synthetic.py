@@ -240,6 +240,7 @@ def write_dataset(
     fps=8,
     image_size=64,
     sample_rate=16000,
+    verbose=False,
 ):
     """Write `clips` mp4 files and one JSONL annotation file per split.
 
@@ -264,6 +265,7 @@ def write_dataset(
         fps: int. Frames per second. Defaults to `8`.
         image_size: int. Frame height and width (even). Defaults to `64`.
         sample_rate: int. Audio rate in Hz. Defaults to `16000`.
+        verbose: bool. Show a progress bar. Defaults to `False`.
 
     Returns:
         dict split -> number of clips.
@@ -279,8 +281,17 @@ def write_dataset(
     bounds = np.cumsum([0.0] + [fraction for _, fraction in splits])
     bounds = np.round(bounds / bounds[-1] * clips).astype(int)
     jobs = [(out_dir, seed, index, settings) for index in range(clips)]
+    progress = None
+    if verbose:
+        import keras
+
+        progress = keras.utils.Progbar(clips, unit_name="clip")
+    annotations = []
     with worker_pool(workers) as pool:
-        annotations = list(pool.map(_write_one, jobs, chunksize=16))
+        for lines in pool.map(_write_one, jobs, chunksize=16):
+            annotations.append(lines)
+            if progress is not None:
+                progress.add(1)
     counts = {}
     for (split, _), first, last in zip(splits, bounds[:-1], bounds[1:]):
         counts[split] = int(last - first)

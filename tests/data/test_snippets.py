@@ -1,3 +1,4 @@
+import json
 import shutil
 import types
 
@@ -6,10 +7,12 @@ import pytest
 import tensorflow as tf
 
 from keras_mirasol.data.records import serialize_clip
+from keras_mirasol.data.snippets import count_questions
 from keras_mirasol.data.snippets import decode_audio
 from keras_mirasol.data.snippets import decode_frames
 from keras_mirasol.data.snippets import parse_clip
 from keras_mirasol.data.snippets import record_files
+from keras_mirasol.data.snippets import record_texts
 from keras_mirasol.data.snippets import resize
 from keras_mirasol.data.snippets import sample_window
 from keras_mirasol.data.snippets import snippet_dataset
@@ -523,3 +526,12 @@ def test_k_questions_per_clip_bad_arguments(folder, kwargs, words):
         snippet_dataset(str(folder), model(), questions_per_clip=2, **kwargs)
     for word in words:
         assert word in str(info.value)
+
+
+def test_records_give_back_every_question_and_answer(avqa_records):
+    for split in ("train", "test"):
+        with open(avqa_records[f"{split}_annotations"]) as f:
+            rows = [json.loads(line) for line in f]
+        texts = [t for r in rows for t in (r["question"], r["answer"])]
+        assert sorted(record_texts(avqa_records[split])) == sorted(texts)
+        assert count_questions(avqa_records[split]) == len(rows)
