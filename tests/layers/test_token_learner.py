@@ -1,15 +1,21 @@
 import numpy as np
 
 from keras_mirasol.layers import TokenLearner
-from tests.conftest import assert_config_round_trip
 from tests.conftest import to_numpy
+from tests.hub_test_case import TestCase
+from tests.hub_test_case import random_tensor
 
 
-def test_shape_and_config():
-    layer = TokenLearner(num_tokens=3, bottleneck_dim=8, name="learner")
-    out = layer(np.random.normal(size=(2, 7, 16)).astype("float32"))
-    assert tuple(out.shape) == (2, 3, 16)
-    assert_config_round_trip(layer)
+class TokenLearnerTest(TestCase):
+    def test_layer_basics(self):
+        self.run_layer_test(
+            cls=TokenLearner,
+            init_kwargs={"num_tokens": 3, "bottleneck_dim": 8},
+            input_data=random_tensor((2, 7, 16), "normal"),
+            expected_output_shape=(2, 3, 16),
+            # norm (gamma, beta), two dense layers (kernel, bias).
+            expected_num_trainable_weights=6,
+        )
 
 
 def test_output_is_a_convex_combination_of_the_inputs():

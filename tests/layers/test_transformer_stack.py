@@ -4,16 +4,33 @@ import numpy as np
 from keras_mirasol.layers import TransformerStack
 from tests.conftest import assert_config_round_trip
 from tests.conftest import to_numpy
+from tests.hub_test_case import TestCase
+from tests.hub_test_case import random_tensor
 
 
-def test_shape_and_config():
+class TransformerStackTest(TestCase):
+    def test_layer_basics(self):
+        self.run_layer_test(
+            cls=TransformerStack,
+            init_kwargs={
+                "num_layers": 2,
+                "num_heads": 2,
+                "intermediate_dim": 32,
+            },
+            input_data=random_tensor((2, 5, 16), "normal"),
+            expected_output_shape=(2, 5, 16),
+            # Per block: 2 norms (4), q/k/v/output (8), MLP (4); final norm.
+            expected_num_trainable_weights=2 * 16 + 2,
+        )
+
+
+def test_variable_paths_name_the_blocks():
     layer = TransformerStack(2, num_heads=2, intermediate_dim=32, name="t")
-    out = layer(np.random.normal(size=(2, 5, 16)).astype("float32"))
-    assert tuple(out.shape) == (2, 5, 16)
     clone = assert_config_round_trip(layer)
     clone.build((None, 5, 16))
     names = [w.path for w in clone.weights]
-    assert any("transformer_layer_1/self_attention" in n for n in names)
+    assert any("t/transformer_layer_1/self_attention" in n for n in names)
+    assert any("t/final_norm" in n for n in names)
 
 
 def test_attention_mask_hides_masked_keys():

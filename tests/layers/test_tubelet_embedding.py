@@ -3,15 +3,22 @@ import numpy as np
 
 from keras_mirasol.layers import TubeletEmbedding
 from tests.conftest import CHANGED
-from tests.conftest import assert_config_round_trip
 from tests.conftest import to_numpy
+from tests.hub_test_case import TestCase
+from tests.hub_test_case import random_tensor
 
 
-def test_shape_and_config():
-    layer = TubeletEmbedding(12, (2, 4, 4), name="tubelets")
-    out = layer(np.zeros((3, 4, 8, 12, 3), "float32"))
-    assert tuple(out.shape) == (3, 2 * 2 * 3, 12)
-    assert_config_round_trip(layer)
+class TubeletEmbeddingTest(TestCase):
+    def test_layer_basics(self):
+        # Serialization, build, symbolic and eager calls, a compiled
+        # training step and mixed precision (keras-hub's layer checks).
+        self.run_layer_test(
+            cls=TubeletEmbedding,
+            init_kwargs={"hidden_dim": 12, "tubelet_size": (2, 4, 4)},
+            input_data=random_tensor((3, 4, 8, 12, 3), "uniform"),
+            expected_output_shape=(3, 2 * 2 * 3, 12),
+            expected_num_trainable_weights=2,
+        )
 
 
 def test_each_token_sees_only_its_own_tubelet():

@@ -11,6 +11,7 @@ from tests.conftest import UNCHANGED
 from tests.conftest import assert_save_load
 from tests.conftest import random_inputs
 from tests.conftest import small_config
+from tests.hub_test_case import TestCase
 
 # config: 4 snippets of 2 frames; combiner_tokens=2 -> 8 latent tokens.
 M = 2
@@ -275,3 +276,51 @@ def test_mixed_precision():
     assert all(
         np.all(np.isfinite(np.asarray(v, "float32"))) for v in out.values()
     )
+
+
+class MirasolBackboneTest(TestCase):
+    """keras-hub's backbone checks: serialization, eager and compiled
+    calls, a tf.data predict, the class name, quantization, and a `.keras`
+    round trip."""
+
+    def setUp(self):
+        super().setUp()
+        self.init_kwargs = small_config(combiner_type="ttm")
+        self.input_data = keras.tree.map_structure(
+            keras.ops.convert_to_tensor, random_inputs(self.init_kwargs)
+        )
+
+    def test_backbone_basics(self):
+        self.run_backbone_test(
+            cls=MirasolBackbone,
+            init_kwargs=self.init_kwargs,
+            input_data=self.input_data,
+            expected_output_shape={
+                "sequence_output": (2, 8, 32),
+                "av_latents": (2, 4 * M, 32),
+                "latent_loss": (2,),
+            },
+            # Text of 2, 3 and 4 tokens about the same clips (the media
+            # keep their shape).
+            variable_length_data=[
+                {
+                    **self.input_data,
+                    "token_ids": self.input_data["token_ids"][:, :length],
+                    "padding_mask": self.input_data["padding_mask"][:, :length],
+                }
+                for length in (2, 3, 4)
+            ],
+            # By design `latent_loss` is float32 under every policy, and
+            # the log-mel front end computes in float32 (see
+            # MirasolBackbone); `test_mixed_precision` checks the policy.
+            run_mixed_precision_check=False,
+        )
+
+    def test_saved_model(self):
+        self.run_model_saving_test(
+            cls=MirasolBackbone,
+            init_kwargs=self.init_kwargs,
+            input_data=self.input_data,
+            atol=1e-5,
+            rtol=1e-5,
+        )

@@ -9,6 +9,7 @@ from keras_mirasol.models.causal_lm import MirasolCausalLM
 from tests.conftest import random_inputs
 from tests.conftest import small_config
 from tests.conftest import to_numpy
+from tests.hub_test_case import TestCase
 
 LENGTH = 10
 
@@ -399,3 +400,37 @@ def test_a_step_on_k_questions_per_clip_equals_one_on_copied_clips():
         if np.abs(a - b).max() > 1e-4
     ]
     assert encoder in moved and len(moved) > len(first.weights) // 2
+
+
+class MirasolCausalLMTest(TestCase):
+    """keras-hub's task checks: serialization; predict and fit on raw
+    clips and text, on a tf.data pipeline of them, and on a pipeline
+    that preprocesses apart from the model; `fit` before `compile` is an
+    error."""
+
+    def test_task_basics(self):
+        from keras_mirasol.models import MirasolCausalLMPreprocessor
+        from keras_mirasol.models import MirasolTokenizer
+        from keras_mirasol.models.causal_lm import DEFAULT_VOCABULARY
+
+        tokenizer = MirasolTokenizer(proto=DEFAULT_VOCABULARY)
+        config = small_config(vocabulary_size=tokenizer.vocabulary_size())
+        backbone = MirasolBackbone(**config)
+        preprocessor = MirasolCausalLMPreprocessor.from_backbone(
+            backbone, tokenizer
+        )
+        clips = random_inputs(config, batch_size=2)
+        train_data = (
+            {
+                "video": clips["video"],
+                "audio": clips["audio"],
+                "prompts": np.array(["what colour is it?", "what sound?"]),
+                "responses": np.array(["red", "a beep"]),
+            },
+        )
+        self.run_task_test(
+            cls=MirasolCausalLM,
+            init_kwargs={"backbone": backbone, "preprocessor": preprocessor},
+            train_data=train_data,
+            expected_output_shape=(2, 16, tokenizer.vocabulary_size()),
+        )

@@ -13,6 +13,7 @@ import pytest
 
 from keras_mirasol.models import MirasolBackbone
 from keras_mirasol.models import MirasolCausalLM
+from tests.hub_test_case import TestCase
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
 NAMES = ["preset_2026_11_transformer", "preset_2026_11_ttm"]
@@ -46,3 +47,19 @@ def test_saved_backbone_loads_alone_with_its_config(name):
     combiner = "ttm" if name.endswith("ttm") else "transformer"
     assert backbone.combiner_type == combiner
     assert backbone.count_params() > 0
+
+
+class SavedPresetTest(TestCase):
+    """keras-hub's preset checks on the saved presets: an unknown preset
+    is an error; the preset loads and runs, with and without its
+    weights."""
+
+    def test_task_presets(self):
+        for name in NAMES:
+            x, _, logits, _ = _saved(name)
+            self.run_preset_test(
+                cls=MirasolCausalLM,
+                preset=os.path.join(FIXTURES, name),
+                input_data=x,
+                expected_output_shape=logits.shape,
+            )
