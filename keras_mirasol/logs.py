@@ -10,6 +10,7 @@ Python exceptions.
 """
 
 import glob
+import logging
 import os
 
 # Device files of NVIDIA and AMD GPUs and of TPUs.
@@ -30,17 +31,25 @@ def quiet_native_logs(environ=None):
 
     Sets, unless already set: `TF_CPP_MIN_LOG_LEVEL=3` (TensorFlow and
     XLA C++ INFO, WARNING and ERROR lines) and, on a host with no GPU or
-    TPU, `JAX_PLATFORMS=cpu` (JAX does not probe for one). Call it before
-    TensorFlow or JAX is imported.
+    TPU, `JAX_PLATFORMS=cpu` (JAX does not probe for one). On
+    `os.environ`, it also sets the Python `absl` logger to ERROR unless
+    its level was set (`logging.getLogger("absl").setLevel(...)` after
+    this call brings its warnings back). Call it before TensorFlow or JAX
+    is imported.
 
     Args:
         environ: mapping to update. Defaults to `None`, which means
-            `os.environ`.
+            `os.environ` (and the `absl` logger).
 
     Returns:
         The mapping.
     """
-    environ = os.environ if environ is None else environ
+    if environ is None:
+        environ = os.environ
+        # Python-side absl warnings (tf.data and grain tuning notes).
+        absl = logging.getLogger("absl")
+        if absl.level == logging.NOTSET:
+            absl.setLevel(logging.ERROR)
     environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if not has_accelerator():
         environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -1,3 +1,4 @@
+import logging
 import os
 import subprocess
 import sys
@@ -19,6 +20,22 @@ def test_quiet_native_logs_sets_defaults_and_keeps_the_users(monkeypatch):
     # With a GPU or TPU, JAX chooses its platform itself.
     monkeypatch.setattr(logs, "has_accelerator", lambda: True)
     assert logs.quiet_native_logs({}) == {"TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+@pytest.mark.one_backend
+def test_absl_warnings_are_quieted_unless_their_level_was_set(monkeypatch):
+    absl = logging.getLogger("absl")
+    level = absl.level
+    monkeypatch.setattr(os, "environ", {})
+    try:
+        absl.setLevel(logging.NOTSET)
+        logs.quiet_native_logs()
+        assert absl.level == logging.ERROR
+        absl.setLevel(logging.INFO)
+        logs.quiet_native_logs()
+        assert absl.level == logging.INFO
+    finally:
+        absl.setLevel(level)
 
 
 @pytest.mark.one_backend
