@@ -442,6 +442,39 @@ class MirasolBackbone(keras_hub.models.Backbone):
             data_parallel_dim_name=data_parallel_dim_name,
         )
 
+    def enable_lora(self, rank, target_layer_names=None):
+        """Freeze the backbone and train low-rank adapters (LoRA).
+
+        keras-hub's LoRA: every layer named in `target_layer_names` (the
+        query and value projections of every attention layer, in every
+        part) gets a rank-`rank` adapter and everything else is frozen.
+        Keras leaves the adapted layers' biases trainable; they are frozen
+        here too, so only the adapters train and `save_lora_weights`
+        holds everything training changed. `save_to_preset` saves the
+        adapters merged into the kernels (a plain model loads it).
+
+        Args:
+            rank: int. Rank of each adapter.
+            target_layer_names: list of str or None. Names of the layers
+                to adapt. Defaults to `None`, which means
+                `default_lora_layer_names()`.
+
+        Example:
+        ```python
+        backbone = keras_mirasol.models.MirasolBackbone.from_preset(
+            "mirasol_tiny"
+        )
+        backbone.enable_lora(4)
+        len(backbone.trainable_weights)  # the adapters' two kernels each
+        ```
+        """
+        super().enable_lora(rank, target_layer_names=target_layer_names)
+        names = set(target_layer_names or self.default_lora_layer_names())
+        for weight in self.trainable_weights:
+            layer_name = weight.path.split("/")[-2]
+            if layer_name in names and weight.path.endswith("/bias"):
+                weight.trainable = False
+
     def encode_media(self, video, audio=None):
         """The time-aligned side: encoders, Combiner, time-aligned model.
 

@@ -434,3 +434,53 @@ class MirasolCausalLMTest(TestCase):
             train_data=train_data,
             expected_output_shape=(2, 16, tokenizer.vocabulary_size()),
         )
+
+
+def test_lora_trains_only_the_adapters_and_reloads():
+    # keras-hub's LoRA on the query and value projections of every
+    # attention layer: `fit` moves only the adapters; a saved preset
+    # (adapters merged into the kernels) and the adapters saved alone
+    # both reload to the trained model's outputs.
+    import tempfile
+
+    config = small_config()
+    keras.utils.set_random_seed(0)
+    lm = MirasolCausalLM(MirasolBackbone(**config))
+    base = {w.path: w.numpy() for w in lm.backbone.weights}
+    lm.backbone.enable_lora(2)
+    # Only the adapters train (the adapted layers' biases are frozen too).
+    adapters = lm.backbone.trainable_weights
+
+    def adapted(path):
+        return "lora_kernel" in path
+
+    assert adapters and all(adapted(w.path) for w in adapters)
+    assert sum(np.prod(w.shape) for w in adapters) < (
+        lm.backbone.count_params() // 5
+    )
+    lm.compile(optimizer=keras.optimizers.Adam(1e-2))
+    x = random_inputs(config, batch_size=2, length=8)
+    y = np.roll(x["token_ids"], -1, axis=1)
+    lm.fit(x, y, batch_size=2, epochs=3, verbose=0)
+    for w in lm.backbone.weights:
+        if not adapted(w.path):
+            np.testing.assert_array_equal(w.numpy(), base[w.path], w.path)
+    assert any(
+        np.abs(w.numpy()).max() > 0
+        for w in adapters
+        if w.path.endswith("lora_kernel_b")
+    )
+    expected = to_numpy(lm(x, training=False))
+
+    with tempfile.TemporaryDirectory() as folder:
+        lm.backbone.save_to_preset(folder)
+        merged = MirasolBackbone.from_preset(folder)
+        adapters_file = f"{folder}/adapters.lora.h5"
+        lm.backbone.save_lora_weights(adapters_file)
+        again = MirasolBackbone(**config)
+        for w in again.weights:
+            w.assign(base[w.path])
+        again.load_lora_weights(adapters_file)
+    for backbone in (merged, again):
+        got = to_numpy(MirasolCausalLM(backbone)(x, training=False))
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
