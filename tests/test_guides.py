@@ -8,19 +8,13 @@ import pytest
 GUIDES = sorted(
     (pathlib.Path(__file__).parents[1] / "guides").glob("*.py"),
 )
-# Guides that choose their backend themselves (keras.distribution is
-# JAX-only): run once, not under every backend.
-ONE_BACKEND = {"distributed_training"}
 
 
-def _param(guide):
-    one = guide.stem in ONE_BACKEND
-    return pytest.param(guide, marks=[pytest.mark.one_backend] if one else [])
-
-
-@pytest.mark.parametrize(
-    "guide", [_param(g) for g in GUIDES], ids=lambda p: p.stem
-)
+# A guide runs as its reader runs it, on its default backend (JAX; the
+# distributed-training guide needs it). What the guides call is tested on
+# every backend in tests/models and tests/test_*.py.
+@pytest.mark.one_backend
+@pytest.mark.parametrize("guide", GUIDES, ids=lambda p: p.stem)
 def test_guide_runs_top_to_bottom(guide, tmp_path):
     text = guide.read_text()
     for field in ("Title:", "Author:", "Description:", "Accelerator:"):
@@ -31,7 +25,7 @@ def test_guide_runs_top_to_bottom(guide, tmp_path):
     done = subprocess.run(
         [sys.executable, str(guide)],
         cwd=tmp_path,
-        env=dict(os.environ),
+        env={k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"},
         capture_output=True,
         text=True,
         timeout=1200,
