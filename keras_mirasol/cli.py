@@ -296,7 +296,11 @@ class _HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         if (
-            action.default not in (None, False, argparse.SUPPRESS)
+            # `is`, not `in`: a default of 0 equals False but is shown.
+            all(
+                action.default is not value
+                for value in (None, False, argparse.SUPPRESS)
+            )
             and not action.required
             and "default" not in text
         ):
@@ -313,6 +317,35 @@ def _command(sub, name, summary, description, example):
         epilog="example:\n" + example,
         formatter_class=_HelpFormatter,
     )
+
+
+def _add_training_options(parser, steps, batch_size, epochs_help, seed_help):
+    """The options `demo` and `train` share, with each command's defaults.
+
+    Args:
+        parser: the command's `argparse.ArgumentParser`.
+        steps: int. Default of `--steps`.
+        batch_size: int. Default of `--batch-size`.
+        epochs_help: str. What `--epochs` does in this command.
+        seed_help: str. What `--seed` seeds in this command.
+    """
+    parser.add_argument(
+        "--steps", type=int, default=steps, help="Training steps in total."
+    )
+    parser.add_argument("--epochs", type=int, default=10, help=epochs_help)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        help="Questions per step.",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="Peak of the warmup + cosine schedule.",
+    )
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
 
 
 def build_parser():
@@ -357,32 +390,16 @@ def build_parser():
     demo.add_argument(
         "--clips", type=int, default=2000, help="Clips over all splits."
     )
-    demo.add_argument(
-        "--steps", type=int, default=2000, help="Training steps in total."
-    )
-    demo.add_argument(
-        "--epochs",
-        type=int,
-        default=10,
-        help="Checkpoints (and a progress line) every steps/epochs steps.",
-    )
-    demo.add_argument(
-        "--batch-size", type=int, default=96, help="Questions per step."
-    )
-    demo.add_argument(
-        "--learning-rate",
-        type=float,
-        default=1e-3,
-        help="Peak of the warmup + cosine schedule.",
+    _add_training_options(
+        demo,
+        steps=2000,
+        batch_size=96,
+        epochs_help="Checkpoints (and a progress line) every steps/epochs "
+        "steps.",
+        seed_help="Seeds the data, the weights and the batch order.",
     )
     demo.add_argument(
         "--preset", default="mirasol_tiny", help="Backbone preset to train."
-    )
-    demo.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="Seeds the data, the weights and the batch order.",
     )
     demo.add_argument(
         "--workers",
@@ -517,29 +534,12 @@ def build_parser():
         default=None,
         help="SentencePiece model (default: train one).",
     )
-    train.add_argument(
-        "--steps", type=int, default=1500, help="Training steps in total."
-    )
-    train.add_argument(
-        "--epochs",
-        type=int,
-        default=10,
-        help="Checkpoint and validate every steps/epochs steps.",
-    )
-    train.add_argument(
-        "--batch-size", type=int, default=64, help="Questions per step."
-    )
-    train.add_argument(
-        "--learning-rate",
-        type=float,
-        default=1e-3,
-        help="Peak of the warmup + cosine schedule.",
-    )
-    train.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="Seeds the weights, the batch order and the windows.",
+    _add_training_options(
+        train,
+        steps=1500,
+        batch_size=64,
+        epochs_help="Checkpoint and validate every steps/epochs steps.",
+        seed_help="Seeds the weights, the batch order and the windows.",
     )
     train.add_argument(
         "--text-loss-reduction",
@@ -767,10 +767,11 @@ def build_parser():
     )
     bench.add_argument(
         "--sections",
-        default="train,parts,port,generate,pipeline",
-        help="Comma-separated subset of train,parts,port,generate,pipeline "
-        "(parts: each part's forward+backward alone, where a step's time "
-        "goes).",
+        default="train,parts,port,generate,stream,pipeline",
+        help="Comma-separated subset of train,parts,port,generate,stream,"
+        "pipeline (parts: each part's forward+backward alone, where a "
+        "step's time goes; stream: seconds per snippet appended to a live "
+        "stream, early and at snippet 64).",
     )
     bench.add_argument(
         "--dtypes",

@@ -6,10 +6,13 @@ it, AdamW with warmup and cosine decay, the tf.data snippet pipeline,
 `model.fit` with Keras callbacks (per-epoch checkpoints, and
 `BackupAndRestore` so a killed run continues where it stopped), then the
 trained task saved as a preset folder that `MirasolCausalLM.from_preset`,
-`keras-mirasol evaluate` and `keras-mirasol generate` load.
+`keras-mirasol evaluate` and `keras-mirasol generate` load. A loss that
+becomes NaN or Inf stops the run with a `NonFiniteLossError`, and nothing
+is saved from the diverged weights.
 """
 
 import json
+import math
 import os
 import time
 
@@ -98,6 +101,105 @@ def build_task(
     return lm
 
 
+class NonFiniteLossError(RuntimeError):
+    """`train` stopped: the loss (or a weight) became NaN or Inf.
+
+    A `RuntimeError`, as Keras' `TerminateOnNaN(raise_error=True)` raises.
+
+    Attributes:
+        step: int. The global optimizer step (1 for the first) whose loss
+            was not finite; for weights that became non-finite while the
+            loss stayed finite, the epoch's last step.
+        loss: float. The loss Keras logged there.
+        checkpoint: str or None. The last checkpoint written before it,
+            whose weights are finite; None when no epoch finished.
+    """
+
+    def __init__(self, message, step, loss, checkpoint):
+        super().__init__(message)
+        self.step = step
+        self.loss = loss
+        self.checkpoint = checkpoint
+
+
+def _first_non_finite(weights):
+    """Path of the first float weight holding NaN or Inf, or None."""
+    weights = [w for w in weights if "float" in str(w.dtype)]
+    finite = [keras.ops.all(keras.ops.isfinite(w.value)) for w in weights]
+    # One device-to-host transfer when all is well.
+    if not finite or bool(keras.ops.all(keras.ops.stack(finite))):
+        return None
+    return next(w.path for w, ok in zip(weights, finite) if not bool(ok))
+
+
+class _StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
+    """Keras' `TerminateOnNaN`, saying where and what was kept.
+
+    Keras' callback names the batch within the epoch, and its graceful stop
+    still runs the epoch's end, where `ModelCheckpoint` and
+    `BackupAndRestore` would save the diverged weights. This one raises a
+    `NonFiniteLossError` naming the global step, the loss and the last
+    good checkpoint, and it checks the weights at each epoch's end: listed
+    before the callbacks that save, it raises before they run.
+    """
+
+    def __init__(self, steps_per_epoch, checkpoint_pattern, learning_rate):
+        super().__init__(raise_error=True)
+        self.steps_per_epoch = steps_per_epoch
+        self.checkpoint_pattern = checkpoint_pattern
+        self.learning_rate = learning_rate
+        self.epoch = 0
+        self.good_epochs = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        if self.good_epochs is None:  # a resumed run starts after these
+            self.good_epochs = epoch
+
+    def _stop(self, what, step, loss):
+        checkpoint = None
+        if self.good_epochs:
+            path = self.checkpoint_pattern.format(epoch=self.good_epochs)
+            checkpoint = path if os.path.exists(path) else None
+        if checkpoint:
+            kept = (
+                f"The last good checkpoint, {checkpoint} (after step "
+                f"{self.good_epochs * self.steps_per_epoch}), is kept; "
+                "`MirasolCausalLM.load_weights` reads it. The run's backup "
+                "holds that epoch too: `train` with the same `out_dir` "
+                "resumes from it (delete `out_dir/backup` to start over)."
+            )
+        else:
+            kept = "No epoch finished before it: there is no checkpoint."
+        raise NonFiniteLossError(
+            f"{what} at step {step} (epoch {self.epoch + 1}): training "
+            "stopped there, and nothing was saved from the diverged "
+            f"weights. {kept} Lower the learning rate (it peaked at "
+            f"{self.learning_rate:g}) or check the data, and train again.",
+            step=step,
+            loss=loss,
+            checkpoint=checkpoint,
+        )
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            step = self.epoch * self.steps_per_epoch + batch + 1
+            self._stop(f"The loss is {float(loss)}", step, float(loss))
+
+    def on_epoch_end(self, epoch, logs=None):
+        weight = _first_non_finite(self.model.weights)
+        if weight is not None:
+            loss = float((logs or {}).get("loss", math.nan))
+            self._stop(
+                f"The weight {weight} holds NaN or Inf (the loss, {loss:g}, "
+                "did not)",
+                (epoch + 1) * self.steps_per_epoch,
+                loss,
+            )
+        self.good_epochs = epoch + 1
+
+
 class _Printer(keras.callbacks.Callback):
     """One line per epoch: step, losses, seconds."""
 
@@ -182,6 +284,13 @@ def train(
 
     Returns:
         `(lm, history_dict)`.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or Inf (or a weight did, at
+            an epoch's end). Training stops at that step, and nothing is
+            written from the diverged weights: the checkpoints of the
+            epochs before stay (the error names the last one), no later
+            checkpoint, backup, preset or `history.json` is written.
     """
     if distribution is not None:
         replicas = data_parallel_size(distribution)
@@ -266,11 +375,17 @@ def train(
             val_steps = None
     checkpoints = os.path.join(out_dir, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
+    checkpoint_pattern = os.path.join(
+        checkpoints, "epoch_{epoch:03d}.weights.h5"
+    )
     callbacks = [
+        # First: it raises before the callbacks that save.
+        _StopOnNonFiniteLoss(
+            steps_per_epoch, checkpoint_pattern, learning_rate
+        ),
         keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(checkpoints, "epoch_{epoch:03d}.weights.h5"),
-            save_weights_only=True,
+            checkpoint_pattern, save_weights_only=True
         ),
     ]
     if verbose == 2:

@@ -166,3 +166,8 @@ def test_each_command_help_reads_like_a_manual(command, capsys):
         said = len(line.strip().split("  ")) > 1
         continued = i + 1 < len(lines) and lines[i + 1].startswith(" " * 24)
         assert said or continued, f"{command}: {line.strip()} has no help"
+    if command in ("demo", "train"):
+        # A default of 0 is shown as well.
+        options = text.split("options:")[1]
+        seed_help = options.split("--seed SEED")[1].split("\n  -")[0]
+        assert "(default: 0)" in seed_help

@@ -3,6 +3,7 @@
 import json
 import os
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -116,3 +117,111 @@ def test_train_takes_a_tokenizer_made_before_it_seeds(avqa_records, tmp_path):
     config = lm.backbone.get_config()
     assert config["vocabulary_size"] == tokenizer.vocabulary_size()
     assert lm.preprocessor.tokenizer is tokenizer
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
+    avqa_records, tmp_path
+):
+    # A learning rate of 1e30 is a real divergence: step 1 starts from the
+    # initial weights (a finite loss) and moves them by about 1e29; the
+    # loss of step 2, the first of epoch 2, overflows.
+    _, texts = annotation_texts(avqa_records["train_annotations"])
+    tokenizer = MirasolTokenizer(proto=train_tokenizer(texts, 100))
+    overrides = dict(
+        max_sequence_length=24,
+        use_audio=False,
+        av_num_layers=1,
+        text_num_layers=1,
+    )
+    out = tmp_path / "run"
+    with pytest.raises(training.NonFiniteLossError) as error:
+        training.train(
+            avqa_records["train"],
+            str(out),
+            tokenizer=tokenizer,
+            steps=2,
+            epochs=2,
+            batch_size=2,
+            learning_rate=1e30,
+            verbose=0,
+            **overrides,
+        )
+    assert isinstance(error.value, RuntimeError)
+    assert error.value.step == 2
+    assert not np.isfinite(error.value.loss)
+    message = str(error.value)
+    assert f"The loss is {error.value.loss} at step 2 (epoch 2)" in message
+    checkpoint = str(out / "checkpoints" / "epoch_001.weights.h5")
+    assert error.value.checkpoint == checkpoint
+    assert f"The last good checkpoint, {checkpoint} (after step 1)" in message
+
+    # Nothing after step 1 was saved: no checkpoint of epoch 2, no preset,
+    # no history; every weights file left (the checkpoint and the backup
+    # of epoch 1) holds finite values only.
+    assert os.listdir(out / "checkpoints") == ["epoch_001.weights.h5"]
+    assert not (out / "config.json").exists()
+    assert not (out / "model.weights.h5").exists()
+    assert not (out / "history.json").exists()
+    weight_files = [
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(out)
+        for name in names
+        if name.endswith(".h5")
+    ]
+    assert checkpoint in weight_files
+    for path in weight_files:
+        with h5py.File(path) as f:
+            arrays = []
+            f.visititems(
+                lambda _, item: (
+                    arrays.append(item[()])
+                    if isinstance(item, h5py.Dataset)
+                    else None
+                )
+            )
+        assert arrays
+        for array in arrays:
+            if np.issubdtype(array.dtype, np.floating):
+                assert np.isfinite(array).all(), path
+
+    # The checkpoint loads into the model the run built (optimizer state
+    # included), with the weights of epoch 1, not the initial ones.
+    lm = training.build_task("mirasol_tiny", tokenizer, **overrides)
+    lm.optimizer.build(lm.trainable_variables)
+    initial = [w.numpy() for w in lm.weights]
+    lm.load_weights(checkpoint)
+    assert int(lm.optimizer.iterations) == 1
+    loaded = [w.numpy() for w in lm.weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(initial, loaded))
+    for w in lm.weights + lm.optimizer.variables:
+        assert np.isfinite(w.numpy()).all(), w.path
+
+
+def test_the_nan_guard_names_the_global_step_and_a_non_finite_weight(
+    tmp_path,
+):
+    # The callback `train` puts first, on a small model: the step counts
+    # over epochs, and weights that overflow while the loss stays finite
+    # stop training before the epoch's checkpoint.
+    pattern = str(tmp_path / "epoch_{epoch:03d}.weights.h5")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    guard = training._StopOnNonFiniteLoss(3, pattern, 0.1)
+    guard.set_model(model)
+    for epoch in (0, 1):
+        guard.on_epoch_begin(epoch)
+        guard.on_batch_end(0, {"loss": 1.0})
+        guard.on_epoch_end(epoch, {"loss": 1.0})
+        model.save_weights(pattern.format(epoch=epoch + 1))
+    guard.on_epoch_begin(2)
+    with pytest.raises(training.NonFiniteLossError) as error:
+        guard.on_batch_end(1, {"loss": float("inf")})
+    assert error.value.step == 2 * 3 + 2
+    assert "The loss is inf at step 8 (epoch 3)" in str(error.value)
+    assert error.value.checkpoint == pattern.format(epoch=2)
+
+    kernel = model.layers[0].kernel
+    kernel.assign(np.full(kernel.shape, np.inf, "float32"))
+    with pytest.raises(training.NonFiniteLossError) as error:
+        guard.on_epoch_end(2, {"loss": 1.0})
+    assert error.value.step == 9
+    assert f"The weight {kernel.path} holds NaN or Inf" in str(error.value)

@@ -463,6 +463,58 @@ def time_generation(
     return result
 
 
+def time_stream(config, snippets=64, batch_size=1, around=4, seed=0):
+    """Seconds per snippet appended to a `MirasolStream`, early and late.
+
+    A stream with a window of `snippets + 1` takes `snippets + 1` random
+    snippets (`0 .. snippets`), each timed until its latents are ready.
+    The first append compiles; `early_s` is the median of snippets
+    `1 .. around`, `late_s` that of the last `around` (up to snippet
+    `snippets`): with a flat cost per snippet their ratio stays near 1.
+
+    Args:
+        config: dict. A `MirasolBackbone` config.
+        snippets: int. Index of the last snippet. Defaults to `64`.
+        batch_size: int. Streams side by side. Defaults to `1`.
+        around: int. Snippets in each median. Defaults to `4`.
+        seed: int. Defaults to `0`.
+
+    Returns:
+        dict with `early_s`, `late_s`, `late_over_early`, `compile_s`
+        (the first append), `window`, `snippets`, `batch_size` and
+        `traces` (None on torch, which runs eagerly).
+    """
+    keras.utils.set_random_seed(seed)
+    lm = build_lm(config)
+    stream = lm.stream(batch_size=batch_size, window=snippets + 1)
+    x, _, _ = random_batch(
+        dict(
+            config,
+            num_frames=stream.frames_per_snippet,
+            num_snippets=1,
+        ),
+        batch_size,
+        seed=seed,
+    )
+    seconds = []
+    for _ in range(snippets + 1):
+        start = time.perf_counter()
+        _block(stream.append(x["video"], x.get("audio")))
+        seconds.append(time.perf_counter() - start)
+    early = float(np.median(seconds[1 : 1 + around]))
+    late = float(np.median(seconds[-around:]))
+    return {
+        "early_s": early,
+        "late_s": late,
+        "late_over_early": late / early,
+        "compile_s": seconds[0],
+        "window": stream.window,
+        "snippets": snippets,
+        "batch_size": batch_size,
+        "traces": stream.traces if _compiles() else None,
+    }
+
+
 def _part_calls(backbone, x):
     """`{name: (layer, call, inputs, differentiable)}` for each part.
 

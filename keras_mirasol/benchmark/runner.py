@@ -15,11 +15,13 @@ from keras_mirasol.benchmark.configs import CONFIG_NAMES
 from keras_mirasol.benchmark.configs import benchmark_config
 from keras_mirasol.benchmark.configs import spectrogram_frames
 
-SECTIONS = ("train", "parts", "port", "generate", "pipeline")
+SECTIONS = ("train", "parts", "port", "generate", "stream", "pipeline")
 # (frames, spectrogram frames) of the peer-matched points: the port and
 # our model get the same length at each frame count.
 PEER_POINTS = ((16, 1024), (64, 4096))
 GENERATE_TOKENS = (32, 64)
+# The last snippet index timed by the stream section.
+STREAM_SNIPPETS = 64
 
 
 class JobError(RuntimeError):
@@ -145,6 +147,21 @@ def plan_jobs(
                         ),
                     )
                 )
+        if "stream" in sections:
+            jobs.append(
+                (
+                    "stream",
+                    backend,
+                    dict(
+                        kind="stream",
+                        config="peer-matched",
+                        frames=peer_points[0][0],
+                        spectrogram_frames=peer_points[0][1],
+                        snippets=STREAM_SNIPPETS,
+                        batch_size=1,
+                    ),
+                )
+            )
         if "pipeline" in sections:
             jobs.append(
                 (
@@ -210,7 +227,8 @@ def summarize(records):
             `error` in place of `result`).
 
     Returns:
-        dict with `peak`, `train`, `port`, `generate`, `pipeline` rows.
+        dict with `peak`, `train`, `port`, `generate`, `stream`,
+        `pipeline` rows.
     """
     peaks = {
         r["backend"]: r["result"]["gflops"]
@@ -228,6 +246,7 @@ def summarize(records):
         "port": [],
         "parts": [],
         "generate": [],
+        "stream": [],
         "pipeline": [],
         "errors": [],
     }
@@ -293,6 +312,10 @@ def summarize(records):
             summary["parts"].extend(_part_rows(r, peaks))
         elif r["section"] == "pipeline":
             summary["pipeline"].append(dict(result, backend=r["backend"]))
+        elif r["section"] == "stream":
+            summary["stream"].append(
+                dict(result, config=_point_name(job), backend=r["backend"])
+            )
         elif r["section"] == "port":
             summary["port"].append(dict(result, kind=job["kind"], job=job))
     _compare_with_port(summary)
@@ -559,6 +582,32 @@ def format_summary(summary):
                         r["same_tokens"],
                     ]
                     for r in summary["generate"]
+                ],
+            )
+        )
+    if summary["stream"]:
+        parts.append(
+            _table(
+                [
+                    "backend",
+                    "config",
+                    "s per snippet, early (1..4)",
+                    "late (up to 64)",
+                    "late/early",
+                    "compile s",
+                    "traces",
+                ],
+                [
+                    [
+                        r["backend"],
+                        r["config"],
+                        _f(r["early_s"], 4),
+                        _f(r["late_s"], 4),
+                        f"{r['late_over_early']:.2f}x",
+                        _f(r["compile_s"]),
+                        r["traces"],
+                    ]
+                    for r in summary["stream"]
                 ],
             )
         )

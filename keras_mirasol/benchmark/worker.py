@@ -86,6 +86,15 @@ def run_job(job):
             )
         )
         return result
+    if kind == "stream":
+        result.update(
+            measure.time_stream(
+                config,
+                snippets=job["snippets"],
+                batch_size=job["batch_size"],
+            )
+        )
+        return result
     raise ValueError(f"Unknown benchmark job kind {kind!r}.")
 
 

@@ -43,6 +43,30 @@ def pre_norm_blocks(
     ]
 
 
+def call_block(block, x, remat=False, **kwargs):
+    """`block(x, **kwargs)`, recomputed in the backward pass if `remat`.
+
+    With `remat`, the block's activations are not kept for the backward
+    pass but computed again from `x` (`keras.remat`: `jax.checkpoint`,
+    `tf.recompute_grad`, torch's checkpoint): less memory, one more
+    forward pass of the block. The keyword arguments (masks, flags,
+    `training`) are bound in a closure, so Python values among them stay
+    Python values (`jax.checkpoint` would trace a `use_causal_mask=False`).
+
+    Args:
+        block: a keras-hub transformer block.
+        x: float `[B, S, D]`.
+        remat: bool. Defaults to `False`.
+        **kwargs: the block's call arguments.
+
+    Returns:
+        the block's output.
+    """
+    if not remat:
+        return block(x, **kwargs)
+    return keras.remat(lambda inputs: block(inputs, **kwargs))(x)
+
+
 def _block_for_last_queries(block, x, keep_last, attention_mask, training):
     """A pre-norm `TransformerEncoder` block's output at the last positions.
 
@@ -92,6 +116,9 @@ class TransformerStack(keras.layers.Layer):
             Defaults to `0.0`.
         layer_norm_epsilon: float. Defaults to `1e-6`.
         activation: str. MLP activation. Defaults to `"gelu"`.
+        remat: bool. Recompute each block's activations in the backward
+            pass instead of keeping them (`call_block`). Defaults to
+            `False`.
 
     Call arguments:
         inputs: float `[B, S, D]`.
@@ -117,9 +144,11 @@ class TransformerStack(keras.layers.Layer):
         dropout=0.0,
         layer_norm_epsilon=1e-6,
         activation="gelu",
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.remat = remat
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
@@ -159,7 +188,13 @@ class TransformerStack(keras.layers.Layer):
         x = inputs
         blocks = self.blocks if keep_last is None else self.blocks[:-1]
         for block in blocks:
-            x = block(x, attention_mask=attention_mask, training=training)
+            x = call_block(
+                block,
+                x,
+                self.remat,
+                attention_mask=attention_mask,
+                training=training,
+            )
         if keep_last is not None:
             if attention_mask is not None:
                 attention_mask = attention_mask[:, -keep_last:, :]
@@ -178,6 +213,7 @@ class TransformerStack(keras.layers.Layer):
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "activation": self.activation,
+                "remat": self.remat,
             }
         )
         return config

@@ -10,6 +10,7 @@ from keras_mirasol.models.combiner import TTMCombiner
 from keras_mirasol.models.parameter_count import count_parameters
 from keras_mirasol.models.preprocessor import MirasolCausalLMPreprocessor
 from keras_mirasol.models.presets import backbone_presets
+from keras_mirasol.models.stream import MirasolStream
 from keras_mirasol.models.text_decoder import TextDecoder
 from keras_mirasol.models.tokenizer import MirasolTokenizer
 from keras_mirasol.models.tokenizer import train_tokenizer
@@ -20,6 +21,7 @@ __all__ = [
     "MirasolBackbone",
     "MirasolCausalLM",
     "MirasolCausalLMPreprocessor",
+    "MirasolStream",
     "MirasolTokenizer",
     "NextSnippetLatentLoss",
     "TTMCombiner",

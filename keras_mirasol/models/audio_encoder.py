@@ -49,7 +49,9 @@ class AudioEncoder(SnippetEncoder):
         layer_norm_epsilon: float. Defaults to `1e-6`.
 
     Call arguments:
-        audio: float `[B, S]` mono waveform.
+        audio: float `[B, S]` mono waveform. After the layer is built,
+            any whole number of snippets `[B, k * S / T]` (a stream
+            passes one snippet at a time).
 
     Returns:
         float `[B, T, n_a, D_a]` with
@@ -188,7 +190,9 @@ class AudioEncoder(SnippetEncoder):
         x = self.log_mel(audio)
         x = self.patch_embedding(ops.expand_dims(x, -1))
         x = ops.reshape(x, (-1, self.tokens_per_snippet, self.hidden_dim))
-        return self.encode_snippets(x, training=training)
+        return self.encode_snippets(
+            x, audio.shape[1] // self.samples_per_snippet, training=training
+        )
 
     def get_config(self):
         config = super().get_config()

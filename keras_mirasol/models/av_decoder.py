@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_mirasol.layers.block_causal_mask import block_causal_mask
 from keras_mirasol.layers.block_causal_mask import snippet_ids
+from keras_mirasol.layers.transformer_stack import call_block
 from keras_mirasol.layers.transformer_stack import pre_norm_blocks
 
 
@@ -30,6 +31,9 @@ class TimeAlignedDecoder(keras.layers.Layer):
         layer_norm_epsilon: float. Defaults to `1e-6`.
         max_wavelength: int. Of the snippet position signal.
             Defaults to `10000`.
+        remat: bool. Recompute each block's activations in the backward
+            pass instead of keeping them (`call_block`). Defaults to
+            `False`.
 
     Call arguments:
         combined_tokens: float `[B, T, m, D]` from a Combiner.
@@ -56,9 +60,11 @@ class TimeAlignedDecoder(keras.layers.Layer):
         dropout=0.0,
         layer_norm_epsilon=1e-6,
         max_wavelength=10000,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.remat = remat
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers
         self.num_heads = num_heads
@@ -136,13 +142,53 @@ class TimeAlignedDecoder(keras.layers.Layer):
             num_snippets, tokens_per_snippet, batch_size=ops.shape(x)[0]
         )
         for block in self.blocks:
-            x = block(
+            x = call_block(
+                block,
                 x,
+                self.remat,
                 decoder_attention_mask=mask,
                 use_causal_mask=False,
                 training=training,
             )
         return self.final_norm(x)
+
+    def call_with_cache(
+        self, combined_tokens, cache, cache_update_index, first_snippet, mask
+    ):
+        """Run new snippets against the cached keys/values of earlier ones.
+
+        The streaming form of `call`: the new snippets' tokens see each
+        other (block-causally) and every cached token that `mask` allows.
+        Positions in the cache carry no meaning (the snippet signal is
+        added to the tokens before the blocks), so a stream may keep its
+        window in a ring buffer.
+
+        Args:
+            combined_tokens: float `[B, k, m, D]`, the new snippets.
+            cache: float `[B, L_av, 2, S, heads, head_dim]`, keys and values
+                of `S` token slots per block.
+            cache_update_index: int or int tensor. Slot of the first new
+                token; the new tokens fill `[index, index + k * m)`.
+            first_snippet: int or int tensor. Snippet index of the first
+                new snippet since the stream began (the position signal).
+            mask: bool `[B, k * m, S]`. Which cache slots each new token
+                attends to, its own snippet's slots included.
+
+        Returns:
+            `(latents [B, k * m, D], cache)`.
+        """
+        x = self.embed(combined_tokens, first_snippet=first_snippet)
+        caches = []
+        for i, block in enumerate(self.blocks):
+            x, block_cache = block(
+                x,
+                decoder_attention_mask=mask,
+                self_attention_cache=cache[:, i, ...],
+                self_attention_cache_update_index=cache_update_index,
+                use_causal_mask=False,
+            )
+            caches.append(block_cache)
+        return self.final_norm(x), ops.stack(caches, axis=1)
 
     def compute_output_shape(self, combined_tokens_shape):
         batch, num_snippets, tokens_per_snippet, hidden_dim = (
@@ -161,6 +207,7 @@ class TimeAlignedDecoder(keras.layers.Layer):
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "max_wavelength": self.max_wavelength,
+                "remat": self.remat,
             }
         )
         return config

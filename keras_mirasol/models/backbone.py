@@ -16,6 +16,10 @@ from keras_mirasol.models.input_checks import check_backbone_inputs
 from keras_mirasol.models.layouts import check_layouts
 from keras_mirasol.models.layouts import layout_map
 from keras_mirasol.models.presets import backbone_presets
+from keras_mirasol.models.safe_loading import check_config
+from keras_mirasol.models.safe_loading import check_config_keys
+from keras_mirasol.models.safe_loading import check_preset
+from keras_mirasol.models.safe_loading import weight_mismatch_error
 from keras_mirasol.models.shape_only import shape_only_weights
 from keras_mirasol.models.text_decoder import TextDecoder
 from keras_mirasol.models.video_encoder import VideoEncoder
@@ -128,6 +132,14 @@ class MirasolBackbone(keras_hub.models.Backbone):
             Defaults to `0.0`.
         layer_norm_epsilon: float. Epsilon of every layer normalization.
             Defaults to `1e-6`.
+        remat: bool. Rematerialisation: the transformer blocks of the
+            encoders, the Combiner and the time-aligned model keep only
+            their inputs for the backward pass and compute their
+            activations again there (`keras.remat`), so training memory
+            grows with one block's activations, not all of them, at the
+            cost of about one more forward pass of those parts. Outputs
+            and gradients are unchanged; inference is unaffected.
+            Defaults to `False`.
         dtype: string or `keras.mixed_precision.DTypePolicy`. The dtype to
             use for model computations and weights. Softmax and layer
             normalization always compute in float32. Defaults to `None`,
@@ -204,6 +216,7 @@ class MirasolBackbone(keras_hub.models.Backbone):
         latent_loss_type="mse",
         dropout=0.0,
         layer_norm_epsilon=1e-6,
+        remat=False,
         dtype=None,
         **kwargs,
     ):
@@ -248,6 +261,7 @@ class MirasolBackbone(keras_hub.models.Backbone):
             intermediate_dim=video_intermediate_dim,
             dropout=dropout,
             layer_norm_epsilon=layer_norm_epsilon,
+            remat=remat,
             dtype=dtype,
             name="video_encoder",
         )
@@ -268,6 +282,7 @@ class MirasolBackbone(keras_hub.models.Backbone):
                 intermediate_dim=audio_intermediate_dim,
                 dropout=dropout,
                 layer_norm_epsilon=layer_norm_epsilon,
+                remat=remat,
                 dtype=dtype,
                 name="audio_encoder",
             )
@@ -280,6 +295,7 @@ class MirasolBackbone(keras_hub.models.Backbone):
             use_audio=use_audio,
             dropout=dropout,
             layer_norm_epsilon=layer_norm_epsilon,
+            remat=remat,
             dtype=dtype,
             name="combiner",
         )
@@ -296,6 +312,7 @@ class MirasolBackbone(keras_hub.models.Backbone):
             intermediate_dim=av_intermediate_dim,
             dropout=dropout,
             layer_norm_epsilon=layer_norm_epsilon,
+            remat=remat,
             dtype=dtype,
             name="av_decoder",
         )
@@ -398,6 +415,7 @@ class MirasolBackbone(keras_hub.models.Backbone):
         self.latent_loss_type = latent_loss_type
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.remat = remat
         self.num_audio_samples = num_samples
         self.token_embedding = self.text_decoder.token_embedding
 
@@ -578,9 +596,46 @@ class MirasolBackbone(keras_hub.models.Backbone):
                 "latent_loss_type": self.latent_loss_type,
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "remat": self.remat,
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        # Keras' Functional constructor drops keyword arguments it does not
+        # know: refuse them (and code) here, for `.keras` files and configs.
+        check_config(cls, config)
+        return super().from_config(config)
+
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        """Load weights saved by `save_weights` (or a preset's weights).
+
+        A weights file that does not fit this backbone (a weight of
+        another shape, or one the backbone does not have, which Keras
+        would skip silently) raises a `ValueError` that lists each such
+        weight by its path, with both shapes.
+
+        Args:
+            filepath: str. A `.weights.h5` file (or `.weights.json` for
+                sharded weights).
+            skip_mismatch: bool. Skip the weights that do not fit instead
+                of raising. Defaults to `False`.
+            **kwargs: passed to `keras.Model.load_weights`.
+        """
+        try:
+            super().load_weights(
+                filepath, skip_mismatch=skip_mismatch, **kwargs
+            )
+        except ValueError as error:
+            clear = weight_mismatch_error(self, filepath)
+            if clear is None:
+                raise
+            raise clear from error
+        if not skip_mismatch:
+            clear = weight_mismatch_error(self, filepath)
+            if clear is not None:
+                raise clear
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
@@ -592,12 +647,20 @@ class MirasolBackbone(keras_hub.models.Backbone):
         local directory written by `save_to_preset()` loads its config
         and, with `load_weights=True`, its weights.
 
+        Loading is safe and says what is wrong: a config that holds code
+        (a `Lambda` layer, Python bytecode) is refused whatever
+        `keras.config.enable_unsafe_deserialization()` says; a config key
+        that `MirasolBackbone` does not take, a missing file or a weight
+        of another shape raises an error that names it (see
+        `keras_mirasol.models.safe_loading`).
+
         Args:
             preset: str. A built-in preset name or a local directory.
             load_weights: bool. Load weights from a preset directory
                 (built-in names have none). Defaults to `True`.
             **kwargs: config overrides, e.g. `combiner_type="ttm"`.
         """
+        check_config_keys(cls, kwargs, "in the arguments of from_preset()")
         if preset in backbone_presets:
             if preset not in _announced_random_presets:
                 _announced_random_presets.add(preset)
@@ -610,6 +673,7 @@ class MirasolBackbone(keras_hub.models.Backbone):
                 )
             config = {**backbone_presets[preset]["config"], **kwargs}
             return cls(**config)
+        check_preset(preset, cls, load_weights=load_weights)
         return super().from_preset(preset, load_weights=load_weights, **kwargs)
 
 

@@ -9,6 +9,9 @@ from keras import ops
 from keras_mirasol.models.backbone import MirasolBackbone
 from keras_mirasol.models.preprocessor import MirasolCausalLMPreprocessor
 from keras_mirasol.models.presets import backbone_presets
+from keras_mirasol.models.safe_loading import check_config
+from keras_mirasol.models.safe_loading import check_preset
+from keras_mirasol.models.stream import MirasolStream
 
 DEFAULT_VOCABULARY = os.path.join(
     os.path.dirname(__file__), "assets", "default_vocabulary.spm"
@@ -266,7 +269,9 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
         spells any text but is no substitute for one trained on your data
         (`keras-mirasol tokenizer`). A directory
         written by `save_to_preset()` restores backbone, weights,
-        tokenizer and preprocessor.
+        tokenizer and preprocessor, with the checks of
+        `MirasolBackbone.from_preset` (no code in a config, no unknown
+        key, every file there; see `keras_mirasol.models.safe_loading`).
 
         Args:
             preset: str. Built-in name or local directory.
@@ -288,7 +293,15 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
                 backbone, tokenizer
             )
             return cls(backbone=backbone, preprocessor=preprocessor, **kwargs)
+        check_preset(preset, cls, load_weights=load_weights)
         return super().from_preset(preset, load_weights=load_weights, **kwargs)
+
+    @classmethod
+    def from_config(cls, config):
+        # Keras' Functional constructor drops keyword arguments it does not
+        # know: refuse them (and code) here, for `.keras` files and presets.
+        check_config(cls, config)
+        return super().from_config(config)
 
     def encode_media(self, inputs):
         """Run the media side once per clip.
@@ -318,7 +331,9 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
                 `[cache_update_index, cache_update_index + l)`.
             cache: dict from `build_cache()`: `self_attention`
                 `[B, L_t, 2, max_length, heads, head_dim]`, `cross_attention`
-                `[B, L_x, 2, T * m, heads, head_dim]`, and `av_latents`.
+                `[B, L_x, 2, T * m, heads, head_dim]`, `av_latents`, and
+                optionally `av_padding_mask` `[B, T * m]` (latents the
+                text may read; a stream's window before it fills).
             cache_update_index: int or int tensor. Position of
                 `token_ids[:, 0]`.
             cross_attention_cache_update_index: `0` to compute the
@@ -339,6 +354,7 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
                 x, self_cache, cross_cache = block(
                     x,
                     encoder_sequence=cache["av_latents"],
+                    encoder_padding_mask=cache.get("av_padding_mask"),
                     self_attention_cache=self_cache,
                     self_attention_cache_update_index=cache_update_index,
                     cross_attention_cache=cache["cross_attention"][
@@ -363,12 +379,14 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
             cache["cross_attention"] = ops.stack(cross_caches, axis=1)
         return logits, hidden_states, cache
 
-    def build_cache(self, token_ids, av_latents):
+    def build_cache(self, token_ids, av_latents, av_padding_mask=None):
         """Seed the caches with a pass over the whole prompt.
 
         Args:
             token_ids: int `[B, max_length]`.
             av_latents: float `[B, T * m, av_hidden_dim]`.
+            av_padding_mask: bool `[B, T * m]` or None. Latents the text
+                may read. Defaults to `None` (all of them).
 
         Returns:
             `(hidden_states [B, max_length, D_t], cache)`.
@@ -405,6 +423,8 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
             ),
             "av_latents": av_latents,
         }
+        if av_padding_mask is not None:
+            cache["av_padding_mask"] = av_padding_mask
         _, hidden_states, cache = self.call_with_cache(
             token_ids,
             cache,
@@ -418,7 +438,9 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
 
         Args:
             inputs: dict of backbone inputs: `video`, `audio`, `token_ids`
-                (prompts padded to the generation length), `padding_mask`.
+                (prompts padded to the generation length), `padding_mask`;
+                or, for clips already encoded (a `MirasolStream`),
+                `av_latents` and `av_padding_mask` in place of the media.
             stop_token_ids: tuple of int or None. Token ids that end a
                 row's generation; `None` generates up to `max_length`.
                 Defaults to `None`.
@@ -426,15 +448,25 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
         Returns:
             dict with `token_ids` and `padding_mask` `[B, max_length]`.
         """
+        if "av_latents" in inputs:
+            av_latents = inputs["av_latents"]
+        else:
+            av_latents = self.encode_media(inputs)
         return self.generate_from_latents(
-            self.encode_media(inputs),
+            av_latents,
             inputs["token_ids"],
             inputs["padding_mask"],
             stop_token_ids=stop_token_ids,
+            av_padding_mask=inputs.get("av_padding_mask"),
         )
 
     def generate_from_latents(
-        self, av_latents, token_ids, padding_mask, stop_token_ids=None
+        self,
+        av_latents,
+        token_ids,
+        padding_mask,
+        stop_token_ids=None,
+        av_padding_mask=None,
     ):
         """Decode answers for clips already encoded by `encode_media`.
 
@@ -448,11 +480,15 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
             stop_token_ids: tuple of int or None. Token ids that end a
                 row's generation; `None` generates up to `max_length`.
                 Defaults to `None`.
+            av_padding_mask: bool `[B, T * m]` or None. Latents the text
+                may read. Defaults to `None` (all of them).
 
         Returns:
             dict with `token_ids` and `padding_mask` `[B, max_length]`.
         """
-        hidden_states, cache = self.build_cache(token_ids, av_latents)
+        hidden_states, cache = self.build_cache(
+            token_ids, av_latents, av_padding_mask
+        )
         row_lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
         index = ops.min(row_lengths)
 
@@ -493,6 +529,27 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
         else:
             padding_mask = ops.ones_like(token_ids, dtype="bool")
         return {"token_ids": token_ids, "padding_mask": padding_mask}
+
+    def stream(self, batch_size=1, window=None):
+        """A `MirasolStream`: encode a live stream snippet by snippet.
+
+        Args:
+            batch_size: int. Streams side by side. Defaults to `1`.
+            window: int or None. Snippets kept. Defaults to `None`, which
+                means the backbone's `num_snippets`.
+
+        Returns:
+            `MirasolStream`.
+
+        Example:
+        ```python
+        lm = keras_mirasol.models.MirasolCausalLM.from_preset("mirasol_tiny")
+        stream = lm.stream()
+        stream.append(np.zeros((4, 32, 32, 3)), np.zeros(8000))
+        stream.generate("what is on screen?", max_length=12)
+        ```
+        """
+        return MirasolStream(self, batch_size=batch_size, window=window)
 
     def generate(
         self,

@@ -27,6 +27,8 @@ class CombinerBase(keras.layers.Layer):
             tokens. Defaults to `True`.
         dropout: float. Defaults to `0.0`.
         layer_norm_epsilon: float. Defaults to `1e-6`.
+        remat: bool. Recompute the transformer blocks' activations in the
+            backward pass (`TransformerStack`). Defaults to `False`.
     """
 
     def __init__(
@@ -39,9 +41,11 @@ class CombinerBase(keras.layers.Layer):
         use_audio=True,
         dropout=0.0,
         layer_norm_epsilon=1e-6,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.remat = remat
         self.num_tokens = num_tokens
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers
@@ -64,6 +68,7 @@ class CombinerBase(keras.layers.Layer):
             intermediate_dim=intermediate_dim,
             dropout=dropout,
             layer_norm_epsilon=layer_norm_epsilon,
+            remat=remat,
             dtype=self.dtype_policy,
             name="transformer",
         )
@@ -119,6 +124,7 @@ class CombinerBase(keras.layers.Layer):
                 "use_audio": self.use_audio,
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "remat": self.remat,
             }
         )
         return config
@@ -145,6 +151,8 @@ class TransformerCombiner(CombinerBase):
             Defaults to `0.0`.
         layer_norm_epsilon: float. Epsilon of the layer normalizations.
             Defaults to `1e-6`.
+        remat: bool. Recompute the transformer blocks' activations in the
+            backward pass (`TransformerStack`). Defaults to `False`.
 
     Call arguments:
         video_tokens: float `[B, T, n_v, D_v]`.
@@ -212,8 +220,9 @@ class TTMCombiner(CombinerBase):
         **kwargs: the other `CombinerBase` arguments: `hidden_dim`,
             `num_layers`, `num_heads`, `intermediate_dim` (required),
             `use_audio` (defaults to `True`), `dropout` (defaults to
-            `0.0`), `layer_norm_epsilon` (defaults to `1e-6`), and layer
-            arguments such as `name` and `dtype`.
+            `0.0`), `layer_norm_epsilon` (defaults to `1e-6`), `remat`
+            (defaults to `False`), and layer arguments such as `name` and
+            `dtype`.
 
     Call arguments:
         video_tokens: float `[B, T, n_v, D_v]`.

@@ -287,16 +287,55 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
         inputs = {k: tf.convert_to_tensor(v) for k, v in x.items()}
         outputs = self._eager_functions[key](inputs)
         outputs = {k: v.numpy() for k, v in outputs.items()}
-        if outputs["_cut"] and not self._warned_truncation:
+        self._warn_if_cut(outputs["_cut"], sequence_length)
+        return outputs
+
+    def _warn_if_cut(self, cut, sequence_length):
+        if cut and not self._warned_truncation:
             self._warned_truncation = True
             warnings.warn(
                 "Some prompts or responses were longer than "
                 f"sequence_length={sequence_length} and were truncated "
                 "(prompt first, then response). Raise `sequence_length` "
                 "(and the backbone's `max_sequence_length`) to keep them.",
-                stacklevel=3,
+                stacklevel=4,
             )
-        return outputs
+
+    def _pack_prompts(self, prompts, sequence_length):
+        """Packed prompts (no end token) as numpy, eagerly.
+
+        Args:
+            prompts: list of str.
+            sequence_length: int.
+
+        Returns:
+            dict with `token_ids` and `padding_mask` `[B, sequence_length]`.
+        """
+        key = ("prompts", sequence_length)
+        if key not in self._eager_functions:
+
+            def pack_prompts(texts):
+                batch_size = tf.size(texts)
+                token_ids, _, cut = self.pack(
+                    self.tokenize(texts, batch_size),
+                    self.tokenize("", batch_size),
+                    sequence_length,
+                    add_end=False,
+                )
+                return token_ids, tf.reduce_any(cut)
+
+            self._eager_functions[key] = tf.function(
+                pack_prompts, reduce_retracing=True
+            )
+        token_ids, cut = self._eager_functions[key](
+            tf.constant(prompts, tf.string)
+        )
+        self._warn_if_cut(bool(cut), sequence_length)
+        token_ids = token_ids.numpy()
+        return {
+            "token_ids": token_ids,
+            "padding_mask": token_ids != self.tokenizer.pad_token_id,
+        }
 
     def call(self, x, y=None, sample_weight=None, sequence_length=None):
         self.check_inputs(x)
@@ -312,14 +351,33 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
 
         Args:
             x: dict with `video`, `audio` (if `use_audio`) and `prompts`,
-                for one clip or a batch.
+                for one clip or a batch; or, for clips already encoded (a
+                `MirasolStream`), `av_latents` `[B, S, D]`,
+                `av_padding_mask` `[B, S]` and `B` `prompts`.
             sequence_length: int or None. Packed text length. Defaults to
                 `None`, which means `self.sequence_length`.
 
         Returns:
             dict with `video`, `audio`, `token_ids`, `padding_mask`,
-            batched.
+            batched (`av_latents` and `av_padding_mask` in place of the
+            media when given).
         """
+        if "av_latents" in x:
+            prompts = list(x["prompts"])
+            if len(prompts) != len(x["av_latents"]):
+                raise ValueError(
+                    f"Got {len(prompts)} prompts for "
+                    f"{len(x['av_latents'])} encoded clips; give one "
+                    "prompt per clip."
+                )
+            packed = self._pack_prompts(
+                prompts, sequence_length or self.sequence_length
+            )
+            return dict(
+                packed,
+                av_latents=x["av_latents"],
+                av_padding_mask=x["av_padding_mask"],
+            )
         self.check_inputs(x)
         x = {k: v for k, v in x.items() if k != "responses"}
         if len(np.shape(x["video"])) == 4:

@@ -27,6 +27,8 @@ class SnippetEncoder(keras.layers.Layer):
         intermediate_dim: int. MLP width.
         dropout: float. Defaults to `0.0`.
         layer_norm_epsilon: float. Defaults to `1e-6`.
+        remat: bool. Recompute the transformer blocks' activations in the
+            backward pass (`TransformerStack`). Defaults to `False`.
     """
 
     def __init__(
@@ -38,9 +40,11 @@ class SnippetEncoder(keras.layers.Layer):
         intermediate_dim,
         dropout=0.0,
         layer_norm_epsilon=1e-6,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.remat = remat
         self.num_snippets = num_snippets
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers
@@ -67,6 +71,7 @@ class SnippetEncoder(keras.layers.Layer):
             intermediate_dim=self.intermediate_dim,
             dropout=self.dropout,
             layer_norm_epsilon=self.layer_norm_epsilon,
+            remat=self.remat,
             dtype=self.dtype_policy,
             name="transformer",
         )
@@ -76,12 +81,15 @@ class SnippetEncoder(keras.layers.Layer):
         self.position_embedding.build(token_shape)
         self.transformer.build(token_shape)
 
-    def encode_snippets(self, tokens, training=None):
+    def encode_snippets(self, tokens, num_snippets, training=None):
         """Position embedding and transformer, then unfold the snippets.
 
         Args:
             tokens: float `[B * T, n, D]`, snippet-major.
-            training: bool or None.
+            num_snippets: int. Snippets `T` in `tokens`: `num_snippets`
+                for a whole clip, fewer when a stream encodes the snippets
+                as they arrive.
+            training: bool or None. Defaults to `None`.
 
         Returns:
             float `[B, T, n, D]`.
@@ -89,7 +97,7 @@ class SnippetEncoder(keras.layers.Layer):
         x = tokens + self.position_embedding(tokens)
         x = self.transformer(x, training=training)
         return ops.reshape(
-            x, (-1, self.num_snippets, self.tokens_per_snippet, self.hidden_dim)
+            x, (-1, num_snippets, self.tokens_per_snippet, self.hidden_dim)
         )
 
     def compute_output_shape(self, inputs_shape):
@@ -111,6 +119,7 @@ class SnippetEncoder(keras.layers.Layer):
                 "intermediate_dim": self.intermediate_dim,
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "remat": self.remat,
             }
         )
         return config

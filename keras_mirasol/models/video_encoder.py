@@ -32,11 +32,14 @@ class VideoEncoder(SnippetEncoder):
         layer_norm_epsilon: float. Defaults to `1e-6`.
 
     Call arguments:
-        video: float `[B, N, H, W, 3]`, values in `[0, 1]`.
+        video: float `[B, N, H, W, 3]`, values in `[0, 1]`. After the
+            layer is built, any whole number of snippets `[B, k * N / T,
+            H, W, 3]` (a stream passes one snippet at a time).
 
     Returns:
         float `[B, T, n_v, D_v]` with
-        `n_v = (N / T / t) * (H / p) * (W / p)`.
+        `n_v = (N / T / t) * (H / p) * (W / p)` (`[B, k, n_v, D_v]` for
+        `k` snippets).
 
     Example:
     ```python
@@ -132,7 +135,9 @@ class VideoEncoder(SnippetEncoder):
         # [t * N / T, (t + 1) * N / T), contiguous in time.
         x = ops.reshape(video, (-1, self.frames_per_snippet, height, width, 3))
         return self.encode_snippets(
-            self.tubelet_embedding(x), training=training
+            self.tubelet_embedding(x),
+            video.shape[1] // self.frames_per_snippet,
+            training=training,
         )
 
     def get_config(self):

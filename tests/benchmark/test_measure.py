@@ -81,6 +81,20 @@ def test_uncached_generation_fills_only_the_answer():
     assert (out[:, 4:] < config["vocabulary_size"]).all()
 
 
+def test_stream_section_times_early_and_late_snippets_of_one_stream():
+    result = measure.time_stream(small_config(), snippets=5, around=2)
+    # Snippets 0..5 in one window, compiled once.
+    assert result["window"] == 6
+    if keras.backend.backend() == "torch":
+        assert result["traces"] is None
+    else:
+        assert result["traces"] == 1
+    assert result["early_s"] > 0 and result["late_s"] > 0
+    assert result["late_over_early"] == pytest.approx(
+        result["late_s"] / result["early_s"]
+    )
+
+
 def test_matmul_peak_reports_the_best_call():
     peak = measure.matmul_peak(size=256, repeats=3)
     assert peak["size"] == 256

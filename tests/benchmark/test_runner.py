@@ -94,6 +94,39 @@ def test_summary_derives_mfu_and_port_ratio_from_the_same_run():
     assert "20 / 15" in table  # GFLOP per step, ours / the port's
 
 
+def test_stream_rows_reach_the_table():
+    job = dict(
+        kind="stream",
+        config="peer-matched",
+        frames=16,
+        spectrogram_frames=1024,
+        snippets=64,
+        batch_size=1,
+    )
+    summary = runner.summarize(
+        [
+            _record(
+                "stream",
+                "jax",
+                job,
+                early_s=0.01,
+                late_s=0.011,
+                late_over_early=1.1,
+                compile_s=3.0,
+                window=65,
+                snippets=64,
+                batch_size=1,
+                traces=1,
+            )
+        ]
+    )
+    (row,) = summary["stream"]
+    assert row["config"] == "peer-matched 16f/1024"
+    assert "1.10x" in runner.format_summary(summary)
+    planned = runner.plan_jobs(configs=("peer-matched",), backends=("jax",))
+    assert [j for s, _, j in planned if s == "stream"] == [job]
+
+
 def test_a_failing_job_names_itself():
     with pytest.raises(runner.JobError, match="no_such_kind"):
         runner.run_job({"kind": "no_such_kind"}, keras.backend.backend())
