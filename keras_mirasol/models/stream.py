@@ -223,8 +223,8 @@ class MirasolStream:
         """Encode the next snippet of every stream.
 
         Args:
-            video: float `[B, F, H, W, 3]` (or `[F, H, W, 3]` when
-                `batch_size=1`) in `[0, 1]`, the snippet's
+            video: `[B, F, H, W, 3]` (or `[F, H, W, 3]` when
+                `batch_size=1`), uint8 or float in `[0, 1]`, the snippet's
                 `F = num_frames / num_snippets` frames. Frames of another
                 size are resized to the model's `image_size`.
             audio: float `[B, S]` (or `[S]`), the snippet's
@@ -237,6 +237,8 @@ class MirasolStream:
         """
         backbone = self.lm.backbone
         frames = np.asarray(keras.ops.convert_to_numpy(video))
+        if frames.dtype == np.uint8:  # as the preprocessor takes frames
+            frames = frames.astype("float32") / 255.0
         if frames.ndim in (4, 5) and frames.shape[-1] == 3:
             if tuple(frames.shape[-3:-1]) != tuple(backbone.image_size):
                 frames = resize_frames(frames, backbone.image_size).numpy()

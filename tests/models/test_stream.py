@@ -164,6 +164,13 @@ def test_bad_snippets_and_an_empty_stream_say_what_is_wrong(lms):
         lm.stream(window=0)
     # Nothing bad was appended.
     assert stream.num_appended == 0
-    # Frames of another size are resized to the model's.
+    # Frames of another size are resized to the model's; uint8 frames
+    # are scaled to [0, 1], as the preprocessor does.
     big = np.repeat(np.repeat(video, 2, axis=2), 2, axis=3)
     assert to_numpy(stream.append(big, audio)).shape[1] == 2
+    pixels = np.round(video * 255).astype("uint8")
+    stream.reset()
+    from_uint8 = to_numpy(stream.append(pixels, audio))
+    stream.reset()
+    from_float = to_numpy(stream.append(pixels / np.float32(255), audio))
+    np.testing.assert_allclose(from_uint8, from_float, atol=1e-6)
