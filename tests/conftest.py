@@ -83,6 +83,29 @@ def small_config(**overrides):
     return config
 
 
+def default_vocabulary_lm(**overrides):
+    """A `small_config` task with the bundled vocabulary's preprocessor.
+
+    Returns:
+        `(lm, config)`.
+    """
+    from keras_mirasol.models import MirasolBackbone
+    from keras_mirasol.models import MirasolCausalLM
+    from keras_mirasol.models import MirasolCausalLMPreprocessor
+    from keras_mirasol.models import MirasolTokenizer
+    from keras_mirasol.models.causal_lm import DEFAULT_VOCABULARY
+
+    tokenizer = MirasolTokenizer(proto=DEFAULT_VOCABULARY)
+    config = small_config(
+        vocabulary_size=tokenizer.vocabulary_size(), **overrides
+    )
+    backbone = MirasolBackbone(**config)
+    preprocessor = MirasolCausalLMPreprocessor.from_backbone(
+        backbone, tokenizer
+    )
+    return MirasolCausalLM(backbone, preprocessor), config
+
+
 def random_inputs(config, batch_size=2, length=8, seed=0):
     """Random numpy inputs matching `config`."""
     rng = np.random.default_rng(seed)

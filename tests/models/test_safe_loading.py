@@ -17,11 +17,8 @@ from keras.src.saving.serialization_lib import SafeModeScope
 
 from keras_mirasol.models import MirasolBackbone
 from keras_mirasol.models import MirasolCausalLM
-from keras_mirasol.models import MirasolCausalLMPreprocessor
-from keras_mirasol.models import MirasolTokenizer
-from keras_mirasol.models.causal_lm import DEFAULT_VOCABULARY
 from keras_mirasol.models.safe_loading import check_preset
-from tests.conftest import small_config
+from tests.conftest import default_vocabulary_lm
 
 # What `keras.layers.Lambda(lambda x: x)` serializes to: the lambda's
 # marshalled bytecode. Keras would run it when the layer is called.
@@ -44,13 +41,8 @@ BYTECODE = {"class_name": "__lambda__", "config": {"value": ["4wEAAAAA"]}}
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A small task saved as a preset folder and as a `.keras` file."""
-    tokenizer = MirasolTokenizer(proto=DEFAULT_VOCABULARY)
-    config = small_config(vocabulary_size=tokenizer.vocabulary_size())
-    backbone = MirasolBackbone(**config)
-    preprocessor = MirasolCausalLMPreprocessor.from_backbone(
-        backbone, tokenizer
-    )
-    lm = MirasolCausalLM(backbone, preprocessor)
+    lm, config = default_vocabulary_lm()
+    backbone = lm.backbone
     root = tmp_path_factory.mktemp("saved")
     lm.save_to_preset(str(root / "preset"))
     lm.save(str(root / "lm.keras"))

@@ -6,8 +6,7 @@ from keras_mirasol.models import MirasolBackbone
 from keras_mirasol.models import MirasolCausalLM
 from keras_mirasol.models import MirasolCausalLMPreprocessor
 from keras_mirasol.models import MirasolStream
-from keras_mirasol.models import MirasolTokenizer
-from keras_mirasol.models.causal_lm import DEFAULT_VOCABULARY
+from tests.conftest import default_vocabulary_lm
 from tests.conftest import random_inputs
 from tests.conftest import small_config
 from tests.conftest import to_numpy
@@ -21,23 +20,12 @@ def lms():
     # Seeding clears TensorFlow's eager caches, the tokenizer's op with
     # them: seed first, once.
     keras.utils.set_random_seed(0)
-    tokenizer = MirasolTokenizer(proto=DEFAULT_VOCABULARY)
-    models = {}
-    for name, overrides in (
-        ("transformer", {}),
-        ("ttm", {"combiner_type": "ttm"}),
-        ("one_block", {"av_num_layers": 1}),
-    ):
-        config = small_config(
-            vocabulary_size=tokenizer.vocabulary_size(), **overrides
-        )
-        backbone = MirasolBackbone(**config)
-        preprocessor = None
-        if name != "one_block":
-            preprocessor = MirasolCausalLMPreprocessor.from_backbone(
-                backbone, tokenizer
-            )
-        models[name] = MirasolCausalLM(backbone, preprocessor), config
+    models = {
+        "transformer": default_vocabulary_lm(),
+        "ttm": default_vocabulary_lm(combiner_type="ttm"),
+    }
+    config = small_config(av_num_layers=1)
+    models["one_block"] = MirasolCausalLM(MirasolBackbone(**config)), config
     return models
 
 
