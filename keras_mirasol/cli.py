@@ -112,6 +112,7 @@ def cmd_train(args):
         distribution=distribution,
         text_loss_reduction=args.text_loss_reduction,
         questions_per_clip=args.questions_per_clip,
+        checkpoint_every=args.checkpoint_every,
         **overrides,
     )
     _json_line(
@@ -510,8 +511,10 @@ def build_parser():
         "(warmup, cosine decay). OUT receives the trained model as a "
         "preset folder (config, weights, tokenizer, preprocessor) that "
         "evaluate, generate, export and MirasolCausalLM.from_preset load, "
-        "checkpoints/epoch_NNN.weights.h5 and history.json; a killed run "
-        "started again with the same command continues from OUT/backup. "
+        "checkpoints/epoch_NNN.weights.h5 and history.json. A killed run "
+        "started again with the same command continues from its last "
+        "checkpoint in OUT/backup and ends with the weights an "
+        "uninterrupted run ends with. "
         "Ends with a JSON line of the last losses.",
         "  keras-mirasol train --train records/train --val records/val "
         "--out runs/mine --steps 2000 --batch-size 96 "
@@ -556,6 +559,13 @@ def build_parser():
         help="Train on this many questions of each clip per step, encoding "
         "the clip once for all of them; --batch-size counts questions and "
         "must be a multiple (default: one clip per question).",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="Also checkpoint the whole run every this many steps (default: "
+        "at each epoch's end only); a killed run redoes at most that many.",
     )
     train.add_argument(
         "--cache",

@@ -3,8 +3,10 @@
 `train()` is what `keras-mirasol train` runs: a tokenizer trained on the
 records' questions and answers (or one given), a preset backbone sized to
 it, AdamW with warmup and cosine decay, the tf.data snippet pipeline,
-`model.fit` with Keras callbacks (per-epoch checkpoints, and
-`BackupAndRestore` so a killed run continues where it stopped), then the
+`model.fit` with atomic checkpoints of the whole run (weights, optimizer,
+random generators, data position; see `keras_mirasol.checkpointing`) so
+that a killed run started again with the same arguments continues where
+it stopped and ends with the weights an uninterrupted run has, then the
 trained task saved as a preset folder that `MirasolCausalLM.from_preset`,
 `keras-mirasol evaluate` and `keras-mirasol generate` load. A loss that
 becomes NaN or Inf stops the run with a `NonFiniteLossError`, and nothing
@@ -14,11 +16,16 @@ is saved from the diverged weights.
 import json
 import math
 import os
+import shutil
 import time
 
 import keras
 
+from keras_mirasol.checkpointing import RunCheckpoints
+from keras_mirasol.checkpointing import latest_checkpoint
+from keras_mirasol.checkpointing import restore
 from keras_mirasol.data.snippets import count_questions
+from keras_mirasol.data.snippets import record_files
 from keras_mirasol.data.snippets import record_texts
 from keras_mirasol.data.snippets import snippet_dataset
 from keras_mirasol.models.backbone import MirasolBackbone
@@ -143,16 +150,22 @@ class _StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
     before the callbacks that save, it raises before they run.
     """
 
-    def __init__(self, steps_per_epoch, checkpoint_pattern, learning_rate):
+    def __init__(
+        self, steps_per_epoch, checkpoint_pattern, learning_rate, start_step=0
+    ):
         super().__init__(raise_error=True)
         self.steps_per_epoch = steps_per_epoch
         self.checkpoint_pattern = checkpoint_pattern
         self.learning_rate = learning_rate
+        self.start_step = start_step
         self.epoch = 0
+        self.first_step = 0
         self.good_epochs = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        # A run resumed in the middle of an epoch begins at its step.
+        self.first_step = max(epoch * self.steps_per_epoch, self.start_step)
         if self.good_epochs is None:  # a resumed run starts after these
             self.good_epochs = epoch
 
@@ -166,8 +179,9 @@ class _StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
                 f"The last good checkpoint, {checkpoint} (after step "
                 f"{self.good_epochs * self.steps_per_epoch}), is kept; "
                 "`MirasolCausalLM.load_weights` reads it. The run's backup "
-                "holds that epoch too: `train` with the same `out_dir` "
-                "resumes from it (delete `out_dir/backup` to start over)."
+                "holds its last checkpoint before the step: `train` with "
+                "the same `out_dir` resumes from it (delete "
+                "`out_dir/backup` to start over)."
             )
         else:
             kept = "No epoch finished before it: there is no checkpoint."
@@ -184,7 +198,7 @@ class _StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
     def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            step = self.epoch * self.steps_per_epoch + batch + 1
+            step = self.first_step + batch + 1
             self._stop(f"The loss is {float(loss)}", step, float(loss))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -234,6 +248,7 @@ def train(
     distribution=None,
     text_loss_reduction="token",
     questions_per_clip=None,
+    checkpoint_every=None,
     **overrides,
 ):
     """Train a model on TFRecords and save it as a preset folder.
@@ -241,8 +256,10 @@ def train(
     Args:
         train_data: records of the training split (folder, glob, files).
         out_dir: str. Run folder: the trained preset (`config.json`,
-            weights, tokenizer, preprocessor), `checkpoints/`, `backup/`
-            (deleted after a finished run) and `history.json`.
+            weights, tokenizer, preprocessor), `checkpoints/` (weights at
+            each epoch's end), `backup/` (the checkpoints a killed run
+            resumes from, deleted after a finished run) and
+            `history.json`.
         preset: str. Backbone preset (or preset folder) to start from.
             Defaults to `"mirasol_tiny"`.
         val_data: records of the validation split, or None.
@@ -280,7 +297,18 @@ def train(
             per step, encoding each clip once for all `k` (`batch_size`
             questions = `batch_size / k` clips per step; see
             `snippet_dataset`). Defaults to `None`: one clip per question.
+        checkpoint_every: int or None. Checkpoint the whole run (see
+            `keras_mirasol.checkpointing`) every this many steps, besides
+            each epoch's end: a killed run redoes at most that many.
+            Defaults to `None`: at epoch ends only.
         **overrides: backbone config keys to change.
+
+    A run killed at any point (SIGKILL, a preempted VM) and called again
+    with the same arguments and `out_dir` resumes from its last complete
+    checkpoint (`out_dir/backup`), skips to the same place in the seeded
+    batch sequence, and ends with the weights an uninterrupted run ends
+    with. Called with other arguments, it raises a `ValueError` naming
+    them.
 
     Returns:
         `(lm, history_dict)`.
@@ -291,6 +319,9 @@ def train(
             written from the diverged weights: the checkpoints of the
             epochs before stay (the error names the last one), no later
             checkpoint, backup, preset or `history.json` is written.
+        CheckpointError: writing a checkpoint failed (a full disk); the
+            last complete checkpoint is kept, and the same call resumes
+            from it.
     """
     if distribution is not None:
         replicas = data_parallel_size(distribution)
@@ -320,11 +351,39 @@ def train(
                 validation_freq=validation_freq,
                 text_loss_reduction=text_loss_reduction,
                 questions_per_clip=questions_per_clip,
+                checkpoint_every=checkpoint_every,
                 **overrides,
             )
     os.makedirs(out_dir, exist_ok=True)
+    backup_dir = os.path.join(out_dir, "backup")
+    steps_per_epoch = max(1, steps // epochs)
+    run = _run_arguments(
+        train_data,
+        preset=preset,
+        tokenizer=tokenizer
+        if tokenizer is None or isinstance(tokenizer, str)
+        else "given",
+        steps=steps_per_epoch * epochs,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        vocabulary_size=vocabulary_size,
+        seed=seed,
+        cache=cache,
+        text_loss_reduction=text_loss_reduction,
+        questions_per_clip=questions_per_clip,
+        overrides=overrides,
+    )
+    resume_from, resume_state = latest_checkpoint(backup_dir)
+    if resume_from is not None:
+        _check_same_run(resume_state["run"], run, out_dir, backup_dir)
     keras.utils.set_random_seed(seed)
-    if tokenizer is None:
+    if resume_from is not None:
+        # The run's own tokenizer, whatever was given or would be trained.
+        tokenizer = MirasolTokenizer(
+            proto=os.path.join(resume_from, "tokenizer.model")
+        )
+    elif tokenizer is None:
         proto = train_tokenizer(
             record_texts(train_data),
             vocabulary_size=vocabulary_size,
@@ -336,7 +395,6 @@ def train(
         # Seeding clears TensorFlow's eager caches, and with them the
         # SentencePiece op of a tokenizer made before: make it again.
         tokenizer.set_proto(tokenizer.proto)
-    steps_per_epoch = max(1, steps // epochs)
     lm = build_task(
         preset,
         tokenizer,
@@ -346,16 +404,33 @@ def train(
         text_loss_reduction=text_loss_reduction,
         **overrides,
     )
-    train_ds = snippet_dataset(
-        train_data,
-        lm.preprocessor,
-        batch_size,
-        training=True,
-        seed=seed,
-        cache=cache,
-        threads=threads,
-        questions_per_clip=questions_per_clip,
-    )
+    start_step, history, metrics = 0, {}, None
+    if resume_from is not None:
+        resume_from, resume_state = restore(lm, resume_from)
+        start_step = resume_state["step"]
+        history = resume_state["history"]
+        if start_step % steps_per_epoch:
+            # The running means of the epoch the checkpoint was taken in.
+            metrics = resume_state["metrics"]
+        if verbose:
+            print(
+                f"Resuming {out_dir} at step {start_step} of "
+                f"{steps_per_epoch * epochs} from {resume_from}."
+            )
+
+    def train_dataset(start_batch):
+        return snippet_dataset(
+            train_data,
+            lm.preprocessor,
+            batch_size,
+            training=True,
+            seed=seed,
+            cache=cache,
+            threads=threads,
+            questions_per_clip=questions_per_clip,
+            start_batch=start_batch,
+        )
+
     val_ds, val_steps = None, None
     if val_data is not None:
         # A distributed step needs whole batches: drop the last one.
@@ -378,31 +453,80 @@ def train(
     checkpoint_pattern = os.path.join(
         checkpoints, "epoch_{epoch:03d}.weights.h5"
     )
+    saver = RunCheckpoints(
+        backup_dir,
+        checkpoint_pattern,
+        steps_per_epoch,
+        every=checkpoint_every,
+        start_step=start_step,
+        run=run,
+        history=history,
+        metrics=metrics,
+        tokenizer_proto=tokenizer.proto,
+    )
     callbacks = [
-        # First: it raises before the callbacks that save.
+        # First: it raises before the callback that saves.
         _StopOnNonFiniteLoss(
-            steps_per_epoch, checkpoint_pattern, learning_rate
+            steps_per_epoch, checkpoint_pattern, learning_rate, start_step
         ),
-        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
-        keras.callbacks.ModelCheckpoint(
-            checkpoint_pattern, save_weights_only=True
-        ),
+        saver,
     ]
     if verbose == 2:
         callbacks.append(_Printer(steps_per_epoch))
-    history = lm.fit(
-        train_ds,
+    fit_options = dict(
         validation_data=val_ds,
-        steps_per_epoch=steps_per_epoch,
         validation_steps=val_steps,
         validation_freq=validation_freq,
-        epochs=epochs,
         shuffle=False,  # the pipeline shuffles (seeded)
         callbacks=callbacks,
         verbose=1 if verbose == 1 else 0,
     )
+    epoch, done = divmod(start_step, steps_per_epoch)
+    if done:
+        # The rest of the epoch the checkpoint was taken in.
+        lm.fit(
+            train_dataset(start_step),
+            steps_per_epoch=steps_per_epoch - done,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            **fit_options,
+        )
+        epoch += 1
+    if epoch < epochs:
+        lm.fit(
+            train_dataset(epoch * steps_per_epoch),
+            steps_per_epoch=steps_per_epoch,
+            initial_epoch=epoch,
+            epochs=epochs,
+            **fit_options,
+        )
     lm.save_to_preset(out_dir)
-    history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    history = saver.history
     with open(os.path.join(out_dir, "history.json"), "w") as f:
         json.dump(history, f, indent=1)
+    # The run is complete: nothing is left to resume.
+    shutil.rmtree(backup_dir, ignore_errors=True)
     return lm, history
+
+
+def _run_arguments(train_data, **arguments):
+    """What a resumed run must share with the run it continues (JSON)."""
+    files = [os.path.abspath(path) for path in record_files(train_data)]
+    return json.loads(json.dumps(dict(arguments, train_data=files)))
+
+
+def _check_same_run(saved, run, out_dir, backup_dir):
+    """Refuse to resume a run with other arguments, naming them."""
+    differ = sorted(
+        key for key in set(saved) | set(run) if saved.get(key) != run.get(key)
+    )
+    if differ:
+        changes = "; ".join(
+            f"{key}: {saved.get(key)!r} then, {run.get(key)!r} now"
+            for key in differ
+        )
+        raise ValueError(
+            f"{out_dir} holds an unfinished run with other arguments "
+            f"({changes}). Run the same command again to resume it, or "
+            f"start a new run in another folder (or delete {backup_dir})."
+        )

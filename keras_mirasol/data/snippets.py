@@ -29,6 +29,7 @@ Record schema: see `keras_mirasol.data.records`.
 import glob
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from keras_mirasol.layers.clip_ops import fit_clip
@@ -248,6 +249,135 @@ def flatten_questions(x):
 MODEL_KEYS = ("video", "audio", "prompts", "responses")
 
 
+def _clip_stream(files, training, seed, shuffle_clips, repeat):
+    """Serialized clips in the pipeline's order, numbered.
+
+    Returns:
+        `tf.data.Dataset` of `(position int64, serialized string)`.
+    """
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        # Evaluation reads the files one after the other, in order.
+        cycle_length=min(len(files), 4) if training else 1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if training:
+        ds = ds.shuffle(shuffle_clips, seed=seed + 1)
+    if repeat:
+        ds = ds.repeat()
+    return ds.enumerate()
+
+
+def _parse_with_position(position, serialized):
+    return dict(parse_clip(serialized), position=position)
+
+
+def _question_count(serialized):
+    context, _ = tf.io.parse_single_sequence_example(
+        serialized, {"questions": CONTEXT_FEATURES["questions"]}
+    )
+    return tf.size(context["questions"], out_type=tf.int64)
+
+
+def consumed_clips(
+    path,
+    elements,
+    training=True,
+    seed=0,
+    repeat=True,
+    shuffle_clips=1024,
+    shuffle_questions=256,
+    questions_per_clip=None,
+):
+    """Clips whose questions all come out in a pipeline's first elements.
+
+    Replays `snippet_dataset`'s shuffles on question counts alone (the
+    records are parsed for their questions, no media is decoded): the
+    same seed orders the same elements the same way whatever they hold.
+    `snippet_dataset(start_batch=...)` decodes none of these clips.
+
+    Args:
+        path: the records (see `record_files`).
+        elements: int. Elements of the pipeline before its window and
+            batching: questions, or clips with `questions_per_clip`.
+        training: bool. As in `snippet_dataset`. Defaults to `True`.
+        seed: int. As in `snippet_dataset`. Defaults to `0`.
+        repeat: bool. As in `snippet_dataset`. Defaults to `True`.
+        shuffle_clips: int. As in `snippet_dataset`. Defaults to `1024`.
+        shuffle_questions: int. As in `snippet_dataset`.
+            Defaults to `256`.
+        questions_per_clip: int or None. As in `snippet_dataset`.
+            Defaults to `None`.
+
+    Returns:
+        int64 array `[R, 2]`: sorted, disjoint `[start, end)` ranges of clip
+        positions in the pipeline's stream of clips (after its shuffle and
+        repeat): the clips fully consumed by the first `elements`.
+    """
+    files = path if isinstance(path, list) else record_files(path)
+    ds = _clip_stream(files, training, seed, shuffle_clips, repeat)
+    ds = ds.map(
+        lambda p, s: (p, _question_count(s)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    if questions_per_clip is not None:
+        ds = ds.filter(lambda p, q: q > 0)
+    else:
+        ds = ds.flat_map(
+            lambda p, q: tf.data.Dataset.from_tensors((p, q)).repeat(q)
+        )
+        if training:
+            ds = ds.shuffle(shuffle_questions, seed=seed + 2)
+    positions, counts = [], []
+    for p, q in ds.take(elements).batch(65536).as_numpy_iterator():
+        positions.append(p)
+        counts.append(q)
+    if not positions:
+        return np.zeros([0, 2], np.int64)
+    positions = np.concatenate(positions)
+    counts = np.concatenate(counts)
+    seen, first, taken = np.unique(
+        positions, return_index=True, return_counts=True
+    )
+    if questions_per_clip is None:
+        done = seen[taken == counts[first]]
+    else:
+        done = seen
+    # Runs of consecutive positions to [start, end) ranges.
+    breaks = np.flatnonzero(np.diff(done) != 1) + 1
+    starts = np.concatenate([done[:1], done[breaks]])
+    ends = np.concatenate([done[breaks - 1], done[-1:]]) + 1
+    return np.stack([starts, ends], axis=1).astype(np.int64)
+
+
+def _needed_predicate(ranges):
+    """`position -> bool` tensor: the position lies in none of `ranges`."""
+    starts = tf.constant(ranges[:, 0], tf.int64)
+    ends = tf.constant(ranges[:, 1], tf.int64)
+
+    def needed(position):
+        i = tf.searchsorted(starts, position[None], side="right")[0] - 1
+        inside = tf.logical_and(
+            i >= 0, position < tf.gather(ends, tf.maximum(i, 0))
+        )
+        return tf.logical_not(inside)
+
+    return needed
+
+
+def _undecoded(x, sample_rate):
+    """What `decode` gives, with empty media (a clip to be skipped)."""
+    x = {key: value for key, value in x.items() if key != "frames"}
+    x["video"] = tf.zeros([0, 0, 0, 3], tf.uint8)
+    x["audio"] = tf.zeros([0], tf.float32)
+    x["sample_rate"] = tf.constant(sample_rate, tf.int32)
+    return x
+
+
 def snippet_dataset(
     path,
     preprocessor,
@@ -262,6 +392,7 @@ def snippet_dataset(
     cache=False,
     threads=None,
     questions_per_clip=None,
+    start_batch=0,
 ):
     """Batches of clips and questions from TFRecords, ready for `fit`.
 
@@ -307,6 +438,13 @@ def snippet_dataset(
             (`choose_questions`), so the model encodes every clip once
             for `k` questions (see `MirasolBackbone`). Defaults to `None`:
             one clip per question, questions shuffled across clips.
+        start_batch: int. Training only: begin at this batch of the
+            seeded sequence, as `.skip(start_batch)` would, without
+            decoding the clips whose questions all fell in the skipped
+            batches (`consumed_clips`); a resumed run continues with the
+            batches an uninterrupted one would have seen. With `cache`,
+            the first pass still decodes every clip (the cache needs
+            them). Defaults to `0`.
 
     Returns:
         `tf.data.Dataset` of dicts: `video` float32 `[B, N, H, W, 3]`,
@@ -327,6 +465,11 @@ def snippet_dataset(
                 f"batch_size={batch_size} (each batch holds "
                 "batch_size / questions_per_clip clips)."
             )
+    if start_batch and not training:
+        raise ValueError(
+            f"start_batch={start_batch} is for training batches (a resumed "
+            "run); evaluation reads the records once, from the start."
+        )
     files = record_files(path)
     repeat = training if repeat is None else repeat
     drop_remainder = training if drop_remainder is None else drop_remainder
@@ -335,72 +478,107 @@ def snippet_dataset(
     num_samples = preprocessor.num_audio_samples
     sample_rate = preprocessor.audio_sample_rate
     frame_size = tuple(preprocessor.frame_size)
+    # Elements (questions, or clips with `questions_per_clip`) to skip.
+    skip = start_batch * (batch_size // (k or 1))
 
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if training:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(
-        tf.data.TFRecordDataset,
-        # Evaluation reads the files one after the other, in order.
-        cycle_length=min(len(files), 4) if training else 1,
-        num_parallel_calls=autotune,
-        deterministic=True,
-    )
-    if training:
-        ds = ds.shuffle(shuffle_clips, seed=seed + 1)
-    if repeat and not cache:
-        ds = ds.repeat()
-    ds = ds.map(parse_clip, num_parallel_calls=autotune)
-    ds = ds.map(decode_audio, num_parallel_calls=autotune)
-    ds = ds.map(
-        lambda x: to_sample_rate(x, sample_rate), num_parallel_calls=autotune
-    )
-    ds = ds.map(decode_frames, num_parallel_calls=autotune)
-    if cache:
-        ds = ds.cache()
+    needed = None
+    if skip and not cache:
+        ranges = consumed_clips(
+            files,
+            skip,
+            training=training,
+            seed=seed,
+            repeat=repeat,
+            shuffle_clips=shuffle_clips,
+            shuffle_questions=shuffle_questions,
+            questions_per_clip=k,
+        )
+        if len(ranges):
+            needed = _needed_predicate(ranges)
+
+    def pipeline(_):
+        ds = _clip_stream(
+            files, training, seed, shuffle_clips, repeat and not cache
+        )
+        ds = ds.map(_parse_with_position, num_parallel_calls=autotune)
+        ds = ds.map(decode_audio, num_parallel_calls=autotune)
+
+        def decode(x):
+            return decode_frames(to_sample_rate(x, sample_rate))
+
+        if needed is None:
+            ds = ds.map(decode, num_parallel_calls=autotune)
+        else:
+            # A clip whose questions all fall in the skipped batches is not
+            # decoded: empty media stand in for it until the skip drops it.
+            ds = ds.map(
+                lambda x: tf.cond(
+                    needed(x["position"]),
+                    lambda: decode(x),
+                    lambda: _undecoded(x, sample_rate),
+                ),
+                num_parallel_calls=autotune,
+            )
+        if cache:
+            ds = ds.cache()
+            if training:
+                ds = ds.shuffle(shuffle_clips, seed=seed + 4)
+            if repeat:
+                ds = ds.repeat()
+        if k is not None:
+            # Clips without questions have nothing to train on.
+            ds = ds.filter(lambda x: tf.size(x["questions"]) > 0)
+            draws = tf.data.Dataset.random(seed=seed + 5)
+            ds = tf.data.Dataset.zip(ds, draws).map(
+                lambda x, draw: choose_questions(x, k, draw),
+                num_parallel_calls=autotune,
+            )
+        else:
+            ds = ds.flat_map(split_questions)
+        if training and k is None:
+            ds = ds.shuffle(shuffle_questions, seed=seed + 2)
         if training:
-            ds = ds.shuffle(shuffle_clips, seed=seed + 4)
-        if repeat:
-            ds = ds.repeat()
-    if k is not None:
-        # Clips without questions have nothing to train on.
-        ds = ds.filter(lambda x: tf.size(x["questions"]) > 0)
-        draws = tf.data.Dataset.random(seed=seed + 5)
-        ds = tf.data.Dataset.zip(ds, draws).map(
-            lambda x, draw: choose_questions(x, k, draw),
+            # One stateless offset per element: the same for a given seed, no
+            # matter how the parallel maps are scheduled.
+            offsets = tf.data.Dataset.random(seed=seed + 3).map(
+                lambda n: tf.cast(n % 1_000_003, tf.float32) / 1_000_002.0
+            )
+            ds = tf.data.Dataset.zip(ds, offsets).map(
+                lambda x, offset: dict(x, offset=offset)
+            )
+        else:
+            ds = ds.map(lambda x: dict(x, offset=tf.constant(0.5)))
+        if skip:
+            ds = ds.skip(skip)
+        ds = ds.map(
+            lambda x: sample_window(x, num_frames, num_samples, x["offset"]),
             num_parallel_calls=autotune,
         )
-    else:
-        ds = ds.flat_map(split_questions)
-    if training and k is None:
-        ds = ds.shuffle(shuffle_questions, seed=seed + 2)
+        ds = ds.map(
+            lambda x: resize(x, frame_size), num_parallel_calls=autotune
+        )
+        keys = MODEL_KEYS + (
+            ("types", "clip_id", "has_audio") if keep_metadata else ()
+        )
+        if not getattr(preprocessor, "use_audio", True):
+            keys = tuple(key for key in keys if key != "audio")
+        ds = ds.map(lambda x: {key: x[key] for key in keys})
+        if k is None:
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        else:
+            ds = ds.batch(batch_size // k, drop_remainder=drop_remainder)
+            ds = ds.map(flatten_questions)
+        return ds
+
     if training:
-        # One stateless offset per element: the same for a given seed, no
-        # matter how the parallel maps are scheduled.
-        offsets = tf.data.Dataset.random(seed=seed + 3).map(
-            lambda n: tf.cast(n % 1_000_003, tf.float32) / 1_000_002.0
-        )
-        ds = tf.data.Dataset.zip(ds, offsets).map(
-            lambda x, offset: dict(x, offset=offset)
-        )
+        # Built inside `flat_map`, the seeded shuffles start over with each
+        # iterator: every iteration gives the same batches (`fit` may take
+        # one batch from a first iterator to build the model before it
+        # trains on a second one; a resumed run must see what an
+        # uninterrupted run saw).
+        ds = tf.data.Dataset.range(1).flat_map(pipeline)
     else:
-        ds = ds.map(lambda x: dict(x, offset=tf.constant(0.5)))
-    ds = ds.map(
-        lambda x: sample_window(x, num_frames, num_samples, x["offset"]),
-        num_parallel_calls=autotune,
-    )
-    ds = ds.map(lambda x: resize(x, frame_size), num_parallel_calls=autotune)
-    keys = MODEL_KEYS + (
-        ("types", "clip_id", "has_audio") if keep_metadata else ()
-    )
-    if not getattr(preprocessor, "use_audio", True):
-        keys = tuple(key for key in keys if key != "audio")
-    ds = ds.map(lambda x: {key: x[key] for key in keys})
-    if k is None:
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    else:
-        ds = ds.batch(batch_size // k, drop_remainder=drop_remainder)
-        ds = ds.map(flatten_questions)
+        ds = pipeline(None)
     if threads:
         options = tf.data.Options()
         options.threading.private_threadpool_size = threads

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_mirasol.data.records import serialize_clip
+from keras_mirasol.data.snippets import consumed_clips
 from keras_mirasol.data.snippets import count_questions
 from keras_mirasol.data.snippets import decode_audio
 from keras_mirasol.data.snippets import decode_frames
@@ -535,3 +536,90 @@ def test_records_give_back_every_question_and_answer(avqa_records):
         texts = [t for r in rows for t in (r["question"], r["answer"])]
         assert sorted(record_texts(avqa_records[split])) == sorted(texts)
         assert count_questions(avqa_records[split]) == len(rows)
+
+
+@pytest.mark.parametrize(
+    "start, options",
+    [
+        (9, dict()),
+        (9, dict(questions_per_clip=2, batch_size=4)),
+        (9, dict(cache=True)),
+        # No clip used up yet: every clip is decoded.
+        (1, dict(shuffle_questions=256)),
+    ],
+    ids=["questions", "questions_per_clip", "cache", "none_consumed"],
+)
+def test_start_batch_continues_the_seeded_sequence(folder, start, options):
+    # Batch 9 onwards of one sequence, as a resumed run reads them: 27
+    # questions (or 18 clips) in, past two passes over the 5 clips, with
+    # buffers small enough that the shuffles mix clips across passes.
+    options = dict(
+        dict(
+            batch_size=3,
+            training=True,
+            seed=3,
+            shuffle_clips=3,
+            shuffle_questions=4,
+            keep_metadata=True,
+        ),
+        **options,
+    )
+    ds = snippet_dataset(str(folder), model(), **options)
+    expected = take(ds.skip(start), 5)
+    resumed = take(
+        snippet_dataset(str(folder), model(), start_batch=start, **options), 5
+    )
+    for want, got in zip(expected, resumed):
+        assert set(got) == set(want)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_consumed_clips_are_not_decoded_to_skip_batches(folder):
+    # The clips whose questions all come out in the first 27 elements are
+    # many (the test above shows skipping them leaves the sequence as it
+    # was; a needed clip among them would come out with no frames).
+    ranges = consumed_clips(
+        str(folder), 27, seed=3, shuffle_clips=3, shuffle_questions=4
+    )
+    assert ranges.shape[1] == 2
+    assert np.all(ranges[:, 0] < ranges[:, 1])
+    assert np.all(ranges[1:, 0] > ranges[:-1, 1])
+    # 27 questions come from at least 27 / 3 clips; all but the ones
+    # still in the shuffle buffer (4 questions) are used up.
+    assert int(np.sum(ranges[:, 1] - ranges[:, 0])) >= (27 - 4) // 3
+    per_clip = consumed_clips(
+        str(folder), 18, seed=3, shuffle_clips=3, questions_per_clip=2
+    )
+    # One element per clip: the first 18 positions (every clip has
+    # questions).
+    np.testing.assert_array_equal(per_clip, [[0, 18]])
+
+
+def test_start_batch_is_for_training(folder):
+    with pytest.raises(ValueError, match="start_batch=2 is for training"):
+        snippet_dataset(str(folder), model(), start_batch=2)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_every_iteration_of_a_training_dataset_gives_the_same_batches(
+    folder, cache
+):
+    # `fit` may take a batch from a first iterator to build the model and
+    # train on a second one: both must see the seed's sequence, which
+    # still differs from pass to pass over the records.
+    ds = snippet_dataset(
+        str(folder),
+        model(),
+        batch_size=11,  # one pass over the 11 questions per batch
+        training=True,
+        seed=5,
+        cache=cache,
+        shuffle_questions=11,
+    )
+    first, second = take(ds, 4), take(ds, 4)
+    for a, b in zip(first, second):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    orders = {tuple(batch["prompts"]) for batch in first}
+    assert len(orders) > 1
