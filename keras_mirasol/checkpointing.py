@@ -119,7 +119,10 @@ def remove_partial_checkpoints(backup_dir):
     for name in sorted(os.listdir(backup_dir)):
         if name.endswith(PARTIAL):
             path = os.path.join(backup_dir, name)
-            shutil.rmtree(path, ignore_errors=True)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
             removed.append(path)
     return removed
 

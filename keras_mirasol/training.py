@@ -178,10 +178,7 @@ class _StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
             kept = (
                 f"The last good checkpoint, {checkpoint} (after step "
                 f"{self.good_epochs * self.steps_per_epoch}), is kept; "
-                "`MirasolCausalLM.load_weights` reads it. The run's backup "
-                "holds its last checkpoint before the step: `train` with "
-                "the same `out_dir` resumes from it (delete "
-                "`out_dir/backup` to start over)."
+                "`MirasolCausalLM.load_weights` reads it."
             )
         else:
             kept = "No epoch finished before it: there is no checkpoint."
@@ -189,7 +186,10 @@ class _StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
             f"{what} at step {step} (epoch {self.epoch + 1}): training "
             "stopped there, and nothing was saved from the diverged "
             f"weights. {kept} Lower the learning rate (it peaked at "
-            f"{self.learning_rate:g}) or check the data, and train again.",
+            f"{self.learning_rate:g}) or check the data, and train again "
+            "in a new folder (or delete the run's `backup` folder): the "
+            "same arguments would resume from its last checkpoint and "
+            "meet the same step.",
             step=step,
             loss=loss,
             checkpoint=checkpoint,

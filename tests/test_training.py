@@ -2,6 +2,10 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import h5py
 import keras
@@ -225,3 +229,129 @@ def test_the_nan_guard_names_the_global_step_and_a_non_finite_weight(
         guard.on_epoch_end(2, {"loss": 1.0})
     assert error.value.step == 9
     assert f"The weight {kernel.path} holds NaN or Inf" in str(error.value)
+
+
+def train_command(records, out):
+    config = {"max_sequence_length": 24, "av_num_layers": 1}
+    config["text_num_layers"] = 1
+    return [
+        sys.executable,
+        "-m",
+        "keras_mirasol.cli",
+        "train",
+        "--train",
+        records,
+        "--out",
+        str(out),
+        "--steps",
+        "8",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--config",
+        json.dumps(config),
+    ]
+
+
+def complete_steps(backup):
+    if not backup.is_dir():
+        return []
+    return [
+        int(path.name[len("step_") :])
+        for path in backup.iterdir()
+        if path.name.startswith("step_") and not path.name.endswith(".partial")
+    ]
+
+
+@pytest.mark.one_backend
+def test_a_killed_train_process_resumes_to_the_uninterrupted_weights(
+    avqa_records, tmp_path
+):
+    # `keras-mirasol train` killed with SIGKILL in epoch 2 (once step 5 of
+    # 8 is checkpointed: the kill lands wherever the process is, maybe in
+    # the middle of writing step 6), then the same command again: the
+    # final weights and the history equal those of an uninterrupted run,
+    # bit for bit (same machine, same threads, deterministic XLA CPU).
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    reference = tmp_path / "reference"
+    subprocess.run(
+        train_command(avqa_records["train"], reference),
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    out = tmp_path / "killed"
+    command = train_command(avqa_records["train"], out)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        while max(complete_steps(out / "backup"), default=0) < 5:
+            assert process.poll() is None, "the run ended before the kill"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "model.weights.h5").exists()
+    # A newer checkpoint half-written at a kill: never loaded, deleted.
+    partial = out / "backup" / "step_000007.partial"
+    partial.mkdir(exist_ok=True)
+    (partial / "model.weights.h5").write_bytes(b"\x89HDF\r\n")
+
+    resumed = subprocess.run(
+        command, env=env, check=True, capture_output=True, text=True
+    )
+    step = max(complete_steps(out / "backup"), default=None)
+    assert step is None  # a finished run leaves no backup
+    assert "Resuming " in resumed.stdout
+    resumed_at = int(resumed.stdout.split(" at step ")[1].split()[0])
+    assert 5 <= resumed_at < 8
+    want = h5_arrays(reference / "model.weights.h5")
+    got = h5_arrays(out / "model.weights.h5")
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    history = json.loads((reference / "history.json").read_text())
+    assert json.loads((out / "history.json").read_text()) == history
+    assert sorted(os.listdir(out / "checkpoints")) == [
+        "epoch_001.weights.h5",
+        "epoch_002.weights.h5",
+    ]
+
+
+def h5_arrays(path):
+    arrays = {}
+    with h5py.File(path) as f:
+        f.visititems(
+            lambda name, item: (
+                arrays.__setitem__(name, item[()])
+                if isinstance(item, h5py.Dataset)
+                else None
+            )
+        )
+    return arrays
+
+
+@pytest.mark.one_backend
+def test_resuming_with_other_arguments_names_them(avqa_records, tmp_path):
+    # A backup left by a run with another batch size and seed: `train`
+    # refuses it before it builds anything, and says what to do.
+    out = tmp_path / "run"
+    run = training._run_arguments(avqa_records["train"], batch_size=4, seed=0)
+    (out / "backup" / "step_000003").mkdir(parents=True)
+    state = {"step": 3, "epochs_done": 0, "history": {}, "run": run}
+    (out / "backup" / "step_000003" / "state.json").write_text(
+        json.dumps(state)
+    )
+    with pytest.raises(ValueError) as error:
+        training.train(avqa_records["train"], str(out), batch_size=2, seed=1)
+    message = str(error.value)
+    assert f"{out} holds an unfinished run with other arguments" in message
+    assert "batch_size: 4 then, 2 now" in message
+    assert "seed: 0 then, 1 now" in message
+    assert "Run the same command again to resume it" in message
+    assert str(out / "backup") in message
