@@ -12,7 +12,7 @@ data, in order:
 
 It prints a results table and ends with one JSON line. Running it again
 reuses the clips and records already written; training starts over, unless
-the previous run was stopped midway (`BackupAndRestore` resumes it).
+the previous run was stopped midway (it resumes from its last checkpoint).
 """
 
 import json

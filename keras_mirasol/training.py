@@ -143,8 +143,8 @@ class _StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
     """Keras' `TerminateOnNaN`, saying where and what was kept.
 
     Keras' callback names the batch within the epoch, and its graceful stop
-    still runs the epoch's end, where `ModelCheckpoint` and
-    `BackupAndRestore` would save the diverged weights. This one raises a
+    still runs the epoch's end, where the checkpoint callback would save
+    the diverged weights. This one raises a
     `NonFiniteLossError` naming the global step, the loss and the last
     good checkpoint, and it checks the weights at each epoch's end: listed
     before the callbacks that save, it raises before they run.
