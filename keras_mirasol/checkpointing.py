@@ -225,9 +225,9 @@ class RunCheckpoints(keras.callbacks.Callback):
         history: dict or None. Per-epoch logs of the epochs before
             `start_step`. Defaults to `None`.
         metrics: list of arrays or None. Running metric values at
-            `start_step` (restored into the model when the resumed epoch
-            begins, so that its logged means cover the whole epoch).
-            Defaults to `None`.
+            `start_step`, in the middle of an epoch (added to the model's
+            after the resumed epoch's first step, so that its logged means
+            cover the whole epoch). Defaults to `None`.
         tokenizer_proto: bytes or None. The SentencePiece model to store.
             Defaults to `None`.
         keep: int. Complete checkpoints kept. Defaults to `2`.
@@ -258,17 +258,17 @@ class RunCheckpoints(keras.callbacks.Callback):
         self.tokenizer_proto = tokenizer_proto
         self.keep = keep
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_train_batch_end(self, batch, logs=None):
         if self.pending_metrics is not None:
-            # `fit` reset the metrics as the epoch began; the checkpoint's
-            # values carry its first steps.
+            # The running metrics are sums (a mean's total and count): the
+            # checkpoint's add to those of the resumed epoch's first step.
+            # Not before it: TensorFlow builds some only as the step is
+            # traced.
             variables = self.model.metrics_variables
             if len(variables) == len(self.pending_metrics):
-                for variable, value in zip(variables, self.pending_metrics):
-                    variable.assign(value)
+                for variable, saved in zip(variables, self.pending_metrics):
+                    variable.assign(variable.value + saved)
             self.pending_metrics = None
-
-    def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         at_epoch_end = self.step % self.steps_per_epoch == 0
         if self.every and self.step % self.every == 0 and not at_epoch_end:

@@ -33,7 +33,7 @@ def small_model(seed=0):
             keras.layers.Dense(1),
         ]
     )
-    model.compile(keras.optimizers.Adam(0.01), "mse")
+    model.compile(keras.optimizers.Adam(0.01), "mse", metrics=["mae"])
     return model
 
 
@@ -55,21 +55,24 @@ def h5_arrays(path):
     return arrays
 
 
-def fit_with_checkpoints(model, folder, epochs, every=1, initial_epoch=0):
+def fit_with_checkpoints(
+    model, folder, epochs, every=1, initial_epoch=0, skip=0, metrics=None
+):
     saver = RunCheckpoints(
         str(folder / "backup"),
         str(folder / "epoch_{epoch:03d}.weights.h5"),
         steps_per_epoch=3,
         every=every,
-        start_step=initial_epoch * 3,
+        start_step=initial_epoch * 3 + skip,
         run={"name": "small"},
         tokenizer_proto=b"not a real tokenizer",
+        metrics=metrics,
         keep=100,
     )
     x, y = data()
     model.fit(
-        x,
-        y,
+        x[4 * skip :],
+        y[4 * skip :],
         batch_size=4,
         epochs=epochs,
         initial_epoch=initial_epoch,
@@ -112,6 +115,36 @@ def test_checkpoints_restore_weights_optimizer_and_dropout_state(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     for a, b in zip(model.optimizer.variables, resumed.optimizer.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_a_resume_mid_epoch_logs_the_whole_epoch(tmp_path):
+    # Restored after step 4 (one batch into epoch 2), the rest of epoch 2
+    # logs the loss and `mae` means of all its three batches, as the
+    # uninterrupted run did, exactly (the sums add in the same order).
+    model = small_model()
+    saver = fit_with_checkpoints(model, tmp_path, epochs=2)
+    resumed = small_model(seed=1)
+    _, state = restore(resumed, str(tmp_path / "backup" / "step_000004"))
+    assert len(state["metrics"]) == len(model.metrics_variables)
+    rest = fit_with_checkpoints(
+        resumed,
+        tmp_path / "resumed",
+        2,
+        initial_epoch=1,
+        skip=1,
+        metrics=state["metrics"],
+    )
+    assert set(rest.history) == {"loss", "mae"}
+    for key in ("loss", "mae"):
+        assert rest.history[key] == saver.history[key][1:], key
+    # Without the saved sums, the epoch's means cover its last two
+    # batches only.
+    alone = small_model(seed=1)
+    restore(alone, str(tmp_path / "backup" / "step_000004"))
+    rest = fit_with_checkpoints(
+        alone, tmp_path / "alone", 2, initial_epoch=1, skip=1
+    )
+    assert rest.history["loss"] != saver.history["loss"][1:]
 
 
 def test_dropout_state_is_part_of_the_checkpoint(tmp_path):
