@@ -198,7 +198,9 @@ def restore(model, folder):
             errors.append(f"{path}: {error}")
             print(f"Could not restore {path} ({error}); trying an older one.")
     raise OSError(
-        "No checkpoint of this run could be read: " + "; ".join(errors)
+        f"No checkpoint in {backup_dir} could be read ("
+        + "; ".join(errors)
+        + f"). Delete {backup_dir} to start the run over."
     )
 
 
