@@ -25,7 +25,9 @@ ALLOWED = {
     "distribution": {"models", "layers"},
     "export": {"models", "layers"},
     "evaluation": {"models", "data", "layers"},
-    "training": {"models", "data", "distribution", "layers"},
+    # Run checkpoints (Keras and NumPy only), beside `training`.
+    "checkpointing": set(),
+    "training": {"checkpointing", "models", "data", "distribution", "layers"},
     "benchmark": {"models", "data", "layers"},
     "demo": {"training", "evaluation", "models", "data", "layers"},
     "cli": {
