@@ -299,11 +299,12 @@ class RunCheckpoints(keras.callbacks.Callback):
             os.makedirs(partial)
             model = self.model
             model.save_weights(os.path.join(partial, "model.weights.h5"))
+            seeds = _seed_states(model)
             arrays = {
                 f"seed_{i}": keras.ops.convert_to_numpy(v.value)
-                for i, v in enumerate(_seed_states(model))
+                for i, v in enumerate(seeds)
             }
-            arrays["seed_count"] = np.array(len(_seed_states(model)))
+            arrays["seed_count"] = np.array(len(seeds))
             metrics = model.metrics_variables
             for i, v in enumerate(metrics):
                 arrays[f"metric_{i}"] = keras.ops.convert_to_numpy(v.value)

@@ -106,6 +106,22 @@ def default_vocabulary_lm(**overrides):
     return MirasolCausalLM(backbone, preprocessor), config
 
 
+def h5_arrays(path):
+    """Every dataset of an HDF5 file (a `.weights.h5`), by its path."""
+    import h5py
+
+    arrays = {}
+    with h5py.File(path) as f:
+        f.visititems(
+            lambda name, item: (
+                arrays.__setitem__(name, item[()])
+                if isinstance(item, h5py.Dataset)
+                else None
+            )
+        )
+    return arrays
+
+
 def random_inputs(config, batch_size=2, length=8, seed=0):
     """Random numpy inputs matching `config`."""
     rng = np.random.default_rng(seed)

@@ -11,7 +11,6 @@ import errno
 import os
 import subprocess
 
-import h5py
 import keras
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from keras_mirasol.checkpointing import RunCheckpoints
 from keras_mirasol.checkpointing import latest_checkpoint
 from keras_mirasol.checkpointing import restore
 from keras_mirasol.checkpointing import save_weights_atomically
+from tests.conftest import h5_arrays
 
 
 def small_model(seed=0):
@@ -40,19 +40,6 @@ def small_model(seed=0):
 def data(count=12):
     x = np.arange(count * 4, dtype="float32").reshape(count, 4) / 40.0
     return x, x.sum(axis=1, keepdims=True)
-
-
-def h5_arrays(path):
-    arrays = {}
-    with h5py.File(path) as f:
-        f.visititems(
-            lambda name, item: (
-                arrays.__setitem__(name, item[()])
-                if isinstance(item, h5py.Dataset)
-                else None
-            )
-        )
-    return arrays
 
 
 def fit_with_checkpoints(

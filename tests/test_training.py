@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import h5py
 import keras
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from keras_mirasol import training
 from keras_mirasol.models import MirasolCausalLM
 from keras_mirasol.models import MirasolTokenizer
 from keras_mirasol.models.tokenizer import train_tokenizer
+from tests.conftest import h5_arrays
 
 
 def annotation_texts(path):
@@ -174,15 +174,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
     ]
     assert checkpoint in weight_files
     for path in weight_files:
-        with h5py.File(path) as f:
-            arrays = []
-            f.visititems(
-                lambda _, item: (
-                    arrays.append(item[()])
-                    if isinstance(item, h5py.Dataset)
-                    else None
-                )
-            )
+        arrays = list(h5_arrays(path).values())
         assert arrays
         for array in arrays:
             if np.issubdtype(array.dtype, np.floating):
@@ -321,19 +313,6 @@ def test_a_killed_train_process_resumes_to_the_uninterrupted_weights(
         "epoch_001.weights.h5",
         "epoch_002.weights.h5",
     ]
-
-
-def h5_arrays(path):
-    arrays = {}
-    with h5py.File(path) as f:
-        f.visititems(
-            lambda name, item: (
-                arrays.__setitem__(name, item[()])
-                if isinstance(item, h5py.Dataset)
-                else None
-            )
-        )
-    return arrays
 
 
 @pytest.mark.one_backend
