@@ -79,6 +79,18 @@ def cmd_convert(args):
     return 0
 
 
+def cmd_check_records(args):
+    """Read every record; list the damaged ones; repair with --repair."""
+    from keras_mirasol.data.record_io import check_records
+    from keras_mirasol.data.snippets import record_files
+
+    report = check_records(record_files(args.data), repair=args.repair)
+    for line in report["damaged"]:
+        print(f"damaged {line}", file=sys.stderr)
+    _json_line(report)
+    return 1 if report["damaged"] and not args.repair else 0
+
+
 def cmd_train(args):
     """Train a preset on TFRecords; save the run as a preset folder."""
     from keras_mirasol.training import train
@@ -115,9 +127,14 @@ def cmd_train(args):
         checkpoint_every=args.checkpoint_every,
         **overrides,
     )
-    _json_line(
-        {"out": args.out, **{k: round(v[-1], 4) for k, v in history.items()}}
-    )
+    from keras_mirasol.training import DAMAGED_RECORDS_FILE
+
+    result = {"out": args.out}
+    result.update({k: round(v[-1], 4) for k, v in history.items()})
+    damaged = os.path.join(args.out, DAMAGED_RECORDS_FILE)
+    if os.path.exists(damaged):
+        result["damaged_records"] = damaged
+    _json_line(result)
     return 0
 
 
@@ -501,6 +518,31 @@ def build_parser():
         "killed and the video skipped (needs --workers >= 2; 0: no limit).",
     )
     convert.set_defaults(func=cmd_convert)
+
+    check = _command(
+        sub,
+        "check-records",
+        "Read every record of TFRecord files and list the damaged ones "
+        "(failed checksums, files cut short); --repair rewrites them.",
+        "Checks each record's checksums, as TensorFlow's reader does, but "
+        "goes on past a damaged record, so one bad record costs only "
+        "itself (training and evaluation skip such records too, and log "
+        "them). Prints one line per damaged record (file, record number, "
+        "byte offset, reason) and a JSON line of the counts; exits with 1 "
+        "if any record is damaged and --repair was not given. With "
+        "--repair, each damaged file is rewritten with its good records "
+        "and the original is kept beside it as FILE.damaged.",
+        "  keras-mirasol check-records records/train --repair",
+    )
+    check.add_argument(
+        "data", nargs="+", help="Folders written by convert, globs or files."
+    )
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="Rewrite each damaged file with its good records.",
+    )
+    check.set_defaults(func=cmd_check_records)
 
     train = _command(
         sub,

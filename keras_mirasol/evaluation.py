@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from keras_mirasol.data.record_io import DamagedRecords
 from keras_mirasol.data.snippets import count_questions
 from keras_mirasol.data.snippets import snippet_dataset
 
@@ -63,7 +64,10 @@ def evaluate(
     Returns:
         dict: `accuracy`, `examples`, `per_type` (`{type: {accuracy,
         examples}}`; questions annotated without a type count only in
-        the overall figures), `seconds`, the ablation flags, and
+        the overall figures), `seconds`, the ablation flags,
+        `damaged_records` (records skipped because their checksum failed or
+        their file was cut short, each with its file, number, byte offset
+        and reason; see `keras-mirasol check-records`) and
         `predictions` (a list of `{clip_id, type, question, answer,
         prediction}`).
     """
@@ -74,12 +78,15 @@ def evaluate(
         )
     start = time.time()
     preprocessor = lm.preprocessor
-    ds = snippet_dataset(data, preprocessor, batch_size, keep_metadata=True)
+    damaged = DamagedRecords()
+    ds = snippet_dataset(
+        data, preprocessor, batch_size, keep_metadata=True, damaged=damaged
+    )
     progress = None
     if verbose:
         import keras
 
-        total = count_questions(data)
+        total = count_questions(data, damaged)
         if max_examples is not None:
             total = min(total, max_examples)
         progress = keras.utils.Progbar(total, unit_name="question")
@@ -140,5 +147,6 @@ def evaluate(
         "zero_video": zero_video,
         "zero_audio": zero_audio,
         "seconds": round(time.time() - start, 1),
+        "damaged_records": [str(record) for record in damaged],
         "predictions": predictions,
     }

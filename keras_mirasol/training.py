@@ -24,6 +24,7 @@ import keras
 from keras_mirasol.checkpointing import RunCheckpoints
 from keras_mirasol.checkpointing import latest_checkpoint
 from keras_mirasol.checkpointing import restore
+from keras_mirasol.data.record_io import DamagedRecords
 from keras_mirasol.data.snippets import count_questions
 from keras_mirasol.data.snippets import record_files
 from keras_mirasol.data.snippets import record_texts
@@ -33,6 +34,9 @@ from keras_mirasol.models.causal_lm import MirasolCausalLM
 from keras_mirasol.models.preprocessor import MirasolCausalLMPreprocessor
 from keras_mirasol.models.tokenizer import MirasolTokenizer
 from keras_mirasol.models.tokenizer import train_tokenizer
+
+# Written in the run folder when damaged records were skipped.
+DAMAGED_RECORDS_FILE = "damaged_records.json"
 
 
 def data_parallel_size(distribution):
@@ -258,8 +262,10 @@ def train(
         out_dir: str. Run folder: the trained preset (`config.json`,
             weights, tokenizer, preprocessor), `checkpoints/` (weights at
             each epoch's end), `backup/` (the checkpoints a killed run
-            resumes from, deleted after a finished run) and
-            `history.json`.
+            resumes from, deleted after a finished run),
+            `history.json` and, if the records held damaged ones (a
+            failed checksum, a file cut short: skipped and logged, see
+            `snippet_dataset`), `damaged_records.json` listing them.
         preset: str. Backbone preset (or preset folder) to start from.
             Defaults to `"mirasol_tiny"`.
         val_data: records of the validation split, or None.
@@ -378,6 +384,7 @@ def train(
     if resume_from is not None:
         _check_same_run(resume_state["run"], run, out_dir, backup_dir)
     keras.utils.set_random_seed(seed)
+    damaged = DamagedRecords()
     if resume_from is not None:
         # The run's own tokenizer, whatever was given or would be trained.
         tokenizer = MirasolTokenizer(
@@ -385,7 +392,7 @@ def train(
         )
     elif tokenizer is None:
         proto = train_tokenizer(
-            record_texts(train_data),
+            record_texts(train_data, damaged),
             vocabulary_size=vocabulary_size,
         )
         tokenizer = MirasolTokenizer(proto=proto)
@@ -429,13 +436,14 @@ def train(
             threads=threads,
             questions_per_clip=questions_per_clip,
             start_batch=start_batch,
+            damaged=damaged,
         )
 
     val_ds, val_steps = None, None
     if val_data is not None:
         # A distributed step needs whole batches: drop the last one.
         distributed = keras.distribution.distribution() is not None
-        questions = count_questions(val_data)
+        questions = count_questions(val_data, damaged)
         val_steps = questions // batch_size
         if not distributed:
             val_steps = -(-questions // batch_size)
@@ -445,6 +453,7 @@ def train(
                 lm.preprocessor,
                 batch_size,
                 drop_remainder=distributed,
+                damaged=damaged,
             )
         else:
             val_steps = None
@@ -504,6 +513,9 @@ def train(
     history = saver.history
     with open(os.path.join(out_dir, "history.json"), "w") as f:
         json.dump(history, f, indent=1)
+    if len(damaged):
+        with open(os.path.join(out_dir, DAMAGED_RECORDS_FILE), "w") as f:
+            json.dump([str(record) for record in damaged], f, indent=1)
     # The run is complete: nothing is left to resume.
     shutil.rmtree(backup_dir, ignore_errors=True)
     return lm, history

@@ -5,6 +5,7 @@ and scored, not how good they are.
 """
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -136,3 +137,23 @@ def test_max_examples_must_be_positive(model_and_result, avqa_records):
     lm, _ = model_and_result
     with pytest.raises(ValueError, match="max_examples=0"):
         evaluate(lm, avqa_records["test"], max_examples=0)
+
+
+def test_a_damaged_record_is_skipped_and_reported(
+    model_and_result, avqa_records, tmp_path
+):
+    """A flipped bit in the first clip's record: the other clip's six
+    questions are answered as before, and the record is reported."""
+    lm, result = model_and_result
+    records = tmp_path / "records"
+    shutil.copytree(avqa_records["test"], records)
+    (shard,) = records.glob("*.tfrecord")
+    data = bytearray(shard.read_bytes())
+    data[1000] ^= 0x01
+    shard.write_bytes(bytes(data))
+    damaged = evaluate(lm, str(records), batch_size=4)
+    assert damaged["predictions"] == result["predictions"][6:]
+    assert damaged["damaged_records"] == [
+        f"{shard}: record 0 at byte 0: damaged data (its checksum fails)"
+    ]
+    assert result["damaged_records"] == []

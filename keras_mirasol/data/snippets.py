@@ -32,6 +32,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_mirasol.data.record_io import BadRecord
+from keras_mirasol.data.record_io import DamagedRecords
+from keras_mirasol.data.record_io import read_records
 from keras_mirasol.layers.clip_ops import fit_clip
 from keras_mirasol.layers.clip_ops import resample_audio
 from keras_mirasol.layers.clip_ops import resize_frames
@@ -69,6 +72,58 @@ def record_files(path):
     return sorted(files)
 
 
+def record_dataset(files, damaged=None):
+    """Serialized records of TFRecord files, past damaged records.
+
+    Like `tf.data.TFRecordDataset(files)` (files one after the other, in
+    order), but a record whose checksum fails or that the end of its file
+    cuts short is skipped and noted, and the good records after it are
+    read (`keras_mirasol.data.record_io.read_records`);
+    `TFRecordDataset` would stop the pipeline with a `DataLossError`.
+
+    Args:
+        files: str or list of str. TFRecord files (uncompressed).
+        damaged: `DamagedRecords` or None. Collects each damaged record
+            met, once, and logs it. Defaults to `None`, which means a
+            collector of this dataset's own (the records are still
+            logged).
+
+    Returns:
+        `tf.data.Dataset` of string scalars.
+    """
+    if damaged is None:
+        damaged = DamagedRecords()
+    if isinstance(files, str):
+        files = [files]
+    return tf.data.Dataset.from_tensor_slices(list(files)).flat_map(
+        lambda path: _file_records(path, damaged)
+    )
+
+
+@tf.autograph.experimental.do_not_convert
+def _file_records(path, damaged):
+    """tf.data: the good records of one file (a tensor path)."""
+
+    def generate(path):
+        try:
+            for item in read_records(path):
+                if isinstance(item, BadRecord):
+                    damaged.add(item)
+                else:
+                    yield item[1]
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                f"{error.filename}: a record file is gone since the dataset "
+                "was made."
+            ) from error
+
+    return tf.data.Dataset.from_generator(
+        generate,
+        args=(path,),
+        output_signature=tf.TensorSpec([], tf.string),
+    )
+
+
 def parse_clip(serialized):
     """A serialized clip to a dict of (still encoded) tensors.
 
@@ -93,17 +148,19 @@ def parse_clip(serialized):
     }
 
 
-def record_texts(path):
+def record_texts(path, damaged=None):
     """Every question and answer stored in the records at `path`.
 
     Args:
         path: records written by `convert`: a folder, glob, file, or list
             of these (see `record_files`).
+        damaged: `DamagedRecords` or None. Collects the damaged records
+            skipped (`record_dataset`). Defaults to `None`.
 
     Yields:
         str: each non-empty question and answer, in file order.
     """
-    ds = tf.data.TFRecordDataset(record_files(path)).map(parse_clip)
+    ds = record_dataset(record_files(path), damaged).map(parse_clip)
     for clip in ds.as_numpy_iterator():
         for key in ("questions", "answers"):
             for text in clip[key]:
@@ -111,17 +168,20 @@ def record_texts(path):
                     yield text.decode("utf-8")
 
 
-def count_questions(path):
+def count_questions(path, damaged=None):
     """Number of questions (annotations) in the records at `path`.
 
     Args:
         path: records written by `convert`: a folder, glob, file, or list
             of these (see `record_files`).
+        damaged: `DamagedRecords` or None. Collects the damaged records
+            skipped (`record_dataset`), whose questions are not counted.
+            Defaults to `None`.
 
     Returns:
         int.
     """
-    ds = tf.data.TFRecordDataset(record_files(path)).map(
+    ds = record_dataset(record_files(path), damaged).map(
         lambda serialized: tf.size(parse_clip(serialized)["questions"])
     )
     return int(ds.reduce(0, lambda total, n: total + n))
@@ -249,8 +309,9 @@ def flatten_questions(x):
 MODEL_KEYS = ("video", "audio", "prompts", "responses")
 
 
-def _clip_stream(files, training, seed, shuffle_clips, repeat):
-    """Serialized clips in the pipeline's order, numbered.
+def _clip_stream(files, training, seed, shuffle_clips, repeat, damaged):
+    """Serialized clips in the pipeline's order, numbered; damaged records
+    are skipped and noted in `damaged` (`record_dataset`).
 
     Returns:
         `tf.data.Dataset` of `(position int64, serialized string)`.
@@ -259,7 +320,7 @@ def _clip_stream(files, training, seed, shuffle_clips, repeat):
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(
-        tf.data.TFRecordDataset,
+        lambda path: _file_records(path, damaged),
         # Evaluation reads the files one after the other, in order.
         cycle_length=min(len(files), 4) if training else 1,
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -292,6 +353,7 @@ def consumed_clips(
     shuffle_clips=1024,
     shuffle_questions=256,
     questions_per_clip=None,
+    damaged=None,
 ):
     """Clips whose questions all come out in a pipeline's first elements.
 
@@ -312,6 +374,8 @@ def consumed_clips(
             Defaults to `256`.
         questions_per_clip: int or None. As in `snippet_dataset`.
             Defaults to `None`.
+        damaged: `DamagedRecords` or None. As in `snippet_dataset`.
+            Defaults to `None`.
 
     Returns:
         int64 array `[R, 2]`: sorted, disjoint `[start, end)` ranges of clip
@@ -319,7 +383,9 @@ def consumed_clips(
         repeat): the clips fully consumed by the first `elements`.
     """
     files = path if isinstance(path, list) else record_files(path)
-    ds = _clip_stream(files, training, seed, shuffle_clips, repeat)
+    if damaged is None:
+        damaged = DamagedRecords()
+    ds = _clip_stream(files, training, seed, shuffle_clips, repeat, damaged)
     ds = ds.map(
         lambda p, s: (p, _question_count(s)),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -393,6 +459,7 @@ def snippet_dataset(
     threads=None,
     questions_per_clip=None,
     start_batch=0,
+    damaged=None,
 ):
     """Batches of clips and questions from TFRecords, ready for `fit`.
 
@@ -445,6 +512,13 @@ def snippet_dataset(
             batches an uninterrupted one would have seen. With `cache`,
             the first pass still decodes every clip (the cache needs
             them). Defaults to `0`.
+        damaged: `DamagedRecords` or None. A record whose checksum fails,
+            or that the end of its file cuts short (a damaged disk, an
+            interrupted copy), is skipped, logged, and noted here once;
+            the good records around it are all read (`record_dataset`).
+            `keras-mirasol check-records --repair` rewrites such files.
+            Defaults to `None`, which means a collector of this dataset's
+            own (damaged records are still skipped and logged).
 
     Returns:
         `tf.data.Dataset` of dicts: `video` float32 `[B, N, H, W, 3]`,
@@ -471,6 +545,8 @@ def snippet_dataset(
             "run); evaluation reads the records once, from the start."
         )
     files = record_files(path)
+    if damaged is None:
+        damaged = DamagedRecords()
     repeat = training if repeat is None else repeat
     drop_remainder = training if drop_remainder is None else drop_remainder
     autotune = tf.data.AUTOTUNE
@@ -492,13 +568,14 @@ def snippet_dataset(
             shuffle_clips=shuffle_clips,
             shuffle_questions=shuffle_questions,
             questions_per_clip=k,
+            damaged=damaged,
         )
         if len(ranges):
             needed = _needed_predicate(ranges)
 
     def pipeline(_):
         ds = _clip_stream(
-            files, training, seed, shuffle_clips, repeat and not cache
+            files, training, seed, shuffle_clips, repeat and not cache, damaged
         )
         ds = ds.map(_parse_with_position, num_parallel_calls=autotune)
         ds = ds.map(decode_audio, num_parallel_calls=autotune)

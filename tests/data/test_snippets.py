@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import types
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_mirasol.data.record_io import DamagedRecords
 from keras_mirasol.data.records import serialize_clip
 from keras_mirasol.data.snippets import consumed_clips
 from keras_mirasol.data.snippets import count_questions
@@ -358,7 +360,7 @@ def test_cache_serves_later_passes_from_memory(folder, tmp_path, cache):
     for path in records.glob("*.tfrecord"):
         path.unlink()
     if not cache:
-        with pytest.raises(tf.errors.NotFoundError):
+        with pytest.raises(tf.errors.OpError, match="record file is gone"):
             for _ in range(15):
                 next(batches)
         return
@@ -623,3 +625,37 @@ def test_every_iteration_of_a_training_dataset_gives_the_same_batches(
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     orders = {tuple(batch["prompts"]) for batch in first}
     assert len(orders) > 1
+
+
+def test_damaged_records_are_skipped_counted_and_the_rest_read(
+    folder, tmp_path
+):
+    """A flipped bit in clip 1 (a.tfrecord's second record), and b.tfrecord
+    cut short inside clip 4: TensorFlow's reader would stop at each."""
+    records = tmp_path / "records"
+    shutil.copytree(folder, records)
+    first = len(numbered_clip(0)) + 16
+    data = bytearray((records / "a.tfrecord").read_bytes())
+    data[first + 12 + 100] ^= 0x04
+    (records / "a.tfrecord").write_bytes(bytes(data))
+    b = (records / "b.tfrecord").read_bytes()
+    (records / "b.tfrecord").write_bytes(b[: len(b) - 50])
+    with pytest.raises(tf.errors.DataLossError):
+        list(tf.data.TFRecordDataset(str(records / "a.tfrecord")))
+
+    damaged = DamagedRecords()
+    ds = snippet_dataset(str(records), model(), batch_size=3, damaged=damaged)
+    assert prompts_of(ds) == all_questions([0, 2, 3])
+    found = [(os.path.basename(b.file), b.record, b.offset) for b in damaged]
+    assert found == [
+        ("a.tfrecord", 1, first),
+        ("b.tfrecord", 1, len(numbered_clip(3)) + 16),
+    ]
+    assert count_questions(str(records)) == 3 + 2 + 2
+    # Training passes over the same damage again and again: still two.
+    ds = snippet_dataset(
+        str(records), model(), 2, training=True, damaged=damaged
+    )
+    prompts = prompts_of(ds.take(12))
+    assert set(prompts) == set(all_questions([0, 2, 3]))
+    assert len(damaged) == 2
