@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_mirasol import cli
 from keras_mirasol import training
 from keras_mirasol.models import MirasolCausalLM
 from keras_mirasol.models import MirasolTokenizer
@@ -121,6 +123,29 @@ def test_train_takes_a_tokenizer_made_before_it_seeds(avqa_records, tmp_path):
     config = lm.backbone.get_config()
     assert config["vocabulary_size"] == tokenizer.vocabulary_size()
     assert lm.preprocessor.tokenizer is tokenizer
+
+
+@pytest.mark.one_backend
+def test_train_skips_damaged_records_and_lists_them(
+    avqa_records, tmp_path, capsys
+):
+    records = tmp_path / "records"
+    shutil.copytree(avqa_records["train"], records)
+    (shard,) = records.glob("*.tfrecord")
+    data = bytearray(shard.read_bytes())
+    data[len(data) - 100] ^= 0x01  # inside the last clip's data
+    shard.write_bytes(bytes(data))
+    out = tmp_path / "run"
+    argv = ["train", "--train", str(records), "--out", str(out)]
+    argv += ["--steps", "1", "--epochs", "1", "--batch-size", "2"]
+    argv += ["--config", '{"av_num_layers": 1, "text_num_layers": 1}']
+    assert cli.main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["damaged_records"] == str(out / "damaged_records.json")
+    with open(out / "damaged_records.json") as f:
+        (line,) = json.load(f)
+    assert line.startswith(f"{shard}: record 3 at byte ")
+    assert line.endswith(": damaged data (its checksum fails)")
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
