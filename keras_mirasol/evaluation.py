@@ -70,14 +70,37 @@ def evaluate(
         and reason; see `keras-mirasol check-records`) and
         `predictions` (a list of `{clip_id, type, question, answer,
         prediction}`).
+
+    Raises:
+        ValueError: `batch_size` or `max_examples` below 1, a task without
+            a preprocessor, no records at `data`, or records without a
+            question.
+        TypeError: `batch_size` is not an int.
     """
     if max_examples is not None and max_examples < 1:
         raise ValueError(
             f"max_examples={max_examples}: give a positive number of "
             "questions, or None for all of them."
         )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(
+            f"batch_size must be an int, got {batch_size!r} "
+            f"({type(batch_size).__name__})."
+        )
+    if batch_size < 1:
+        raise ValueError(
+            f"batch_size={batch_size}: give a positive number of questions "
+            "per batch."
+        )
+    preprocessor = getattr(lm, "preprocessor", None)
+    if preprocessor is None:
+        raise ValueError(
+            f"evaluate needs a task with a preprocessor (it tokenizes the "
+            f"questions), got {type(lm).__name__} without one: load it with "
+            "`MirasolCausalLM.from_preset(...)`, or pass `preprocessor=` "
+            "when you build the task."
+        )
     start = time.time()
-    preprocessor = lm.preprocessor
     damaged = DamagedRecords()
     ds = snippet_dataset(
         data, preprocessor, batch_size, keep_metadata=True, damaged=damaged

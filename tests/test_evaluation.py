@@ -14,6 +14,7 @@ import pytest
 from keras_mirasol.data.records import convert
 from keras_mirasol.evaluation import evaluate
 from keras_mirasol.evaluation import normalize_answer
+from keras_mirasol.models import MirasolCausalLM
 from keras_mirasol.models import MirasolTokenizer
 from keras_mirasol.models.tokenizer import train_tokenizer
 from keras_mirasol.training import build_task
@@ -157,3 +158,24 @@ def test_a_damaged_record_is_skipped_and_reported(
         f"{shard}: record 0 at byte 0: damaged data (its checksum fails)"
     ]
     assert result["damaged_records"] == []
+
+
+@pytest.mark.parametrize(
+    "batch_size, error, words",
+    [(0, ValueError, "batch_size=0"), (2.0, TypeError, "must be an int")],
+)
+def test_a_bad_batch_size_is_refused(
+    model_and_result, avqa_records, batch_size, error, words
+):
+    lm, _ = model_and_result
+    with pytest.raises(error, match=words):
+        evaluate(lm, avqa_records["test"], batch_size=batch_size)
+
+
+def test_a_task_without_a_preprocessor_is_refused(
+    model_and_result, avqa_records
+):
+    lm, _ = model_and_result
+    bare = MirasolCausalLM(backbone=lm.backbone, preprocessor=None)
+    with pytest.raises(ValueError, match="needs a task with a preprocessor"):
+        evaluate(bare, avqa_records["test"])
