@@ -25,45 +25,112 @@ def iter_records(path):
 
     `location` is `"file:line"` (JSONL, CSV) or `"file[index]"` (JSON);
     `record` is a dict, or None with `error` saying why the entry cannot be
-    read (a JSONL line that is not JSON). Reading goes on after a bad line.
+    read (a JSONL line that is not JSON, text that is not UTF-8). Reading
+    goes on after a bad entry.
+
+    Args:
+        path: str. A `.jsonl`, `.json` or `.csv` file.
+
+    Raises:
+        ValueError: an unknown extension, or a `.json` file that does not
+            parse as a whole.
     """
     path = str(path)
     # utf-8-sig: spreadsheets often start CSV files with a byte-order mark.
-    with open(path, encoding="utf-8-sig") as file:
-        if path.endswith(".jsonl"):
-            for number, line in enumerate(file, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    yield f"{path}:{number}", None, f"not JSON ({error})"
-                    continue
-                if not isinstance(record, dict):
-                    yield f"{path}:{number}", None, "not a JSON object"
-                    continue
-                yield f"{path}:{number}", record, None
-        elif path.endswith(".json"):
+    # Bytes that are not UTF-8 are kept as lone surrogates
+    # ("surrogateescape"), so that only their own entry is reported.
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as file:
+        for location, record, error in _read_entries(path, file):
+            if error is None:
+                error = _text_error(record)
+            if error is not None:
+                record = None
+            yield location, record, error
+
+
+def _read_entries(path, file):
+    """`(location, record or None, error or None)` of each entry, by the
+    file's extension."""
+    if path.endswith(".jsonl"):
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            location = f"{path}:{number}"
+            if _bad_text(line) is not None:
+                yield location, None, _utf8_error(line)
+                continue
             try:
-                records = json.load(file)
+                record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path} is not valid JSON: {error}") from None
-            if isinstance(records, dict):
-                records = records.get("annotations", [records])
-            for index, record in enumerate(records):
-                if not isinstance(record, dict):
-                    yield f"{path}[{index}]", None, "not a JSON object"
-                    continue
-                yield f"{path}[{index}]", record, None
-        elif path.endswith(".csv"):
-            # Line 1 is the header.
-            for number, record in enumerate(csv.DictReader(file), 2):
-                yield f"{path}:{number}", record, None
-        else:
-            raise ValueError(
-                f"Unknown annotation format {path!r}: use .jsonl, .json or "
-                ".csv (see keras_mirasol/data/annotations.py)."
-            )
+                yield location, None, f"not JSON ({error})"
+                continue
+            if not isinstance(record, dict):
+                yield location, None, "not a JSON object"
+                continue
+            yield location, record, None
+    elif path.endswith(".json"):
+        try:
+            records = json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from None
+        if isinstance(records, dict):
+            records = records.get("annotations", [records])
+        for index, record in enumerate(records):
+            if not isinstance(record, dict):
+                yield f"{path}[{index}]", None, "not a JSON object"
+                continue
+            yield f"{path}[{index}]", record, None
+    elif path.endswith(".csv"):
+        # Line 1 is the header.
+        for number, record in enumerate(csv.DictReader(file), 2):
+            yield f"{path}:{number}", record, None
+    else:
+        raise ValueError(
+            f"Unknown annotation format {path!r}: use .jsonl, .json or "
+            ".csv (see keras_mirasol/data/annotations.py)."
+        )
+
+
+def _bad_text(value):
+    """The first string in `value` (nested lists and dicts, keys too) that
+    is not valid Unicode text, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value
+        return None
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list):
+        for item in value:
+            bad = _bad_text(item)
+            if bad is not None:
+                return bad
+    return None
+
+
+def _utf8_error(text):
+    """Where `text` (read with "surrogateescape") holds bytes that are not
+    UTF-8."""
+    column = next(
+        i for i, char in enumerate(text) if "\udc80" <= char <= "\udcff"
+    )
+    byte = ord(text[column]) - 0xDC00
+    return f"not UTF-8 text (byte 0x{byte:02x} at character {column + 1})"
+
+
+def _text_error(record):
+    """Why `record` holds text that cannot be stored as UTF-8, or None."""
+    bad = _bad_text(record)
+    if bad is None:
+        return None
+    if any("\udc80" <= char <= "\udcff" for char in bad):
+        return _utf8_error(bad)
+    return (
+        "text that is not valid Unicode (a lone surrogate escape): "
+        f"{bad[:80]!r}"
+    )
 
 
 def normalize(record):

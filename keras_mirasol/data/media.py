@@ -39,9 +39,12 @@ def read_clip(path, fps=None, image_size=None, sample_rate=16000):
 
     Returns:
         dict with `video` uint8 `[F, H, W, 3]`, `audio` float32 `[S]`
-        (silence if the file has no audio track), `has_audio` bool,
-        `fps` float, `sample_rate` int and `seconds` float (the span both
-        cover, from the video stream).
+        (silence if the file has no audio track; NaN samples of float
+        PCM as 0, infinite ones as +-1), `has_audio` bool, `fps` float,
+        `sample_rate` int and `seconds` float (the span both cover: the
+        video stream's duration, or its last frame's time plus one
+        frame at the native rate if the duration is missing or ends
+        before that frame).
 
     Raises:
         MediaError: the file is missing, empty, corrupt, or has no video.
@@ -57,32 +60,27 @@ def read_clip(path, fps=None, image_size=None, sample_rate=16000):
             raise MediaError(f"{path} has no video stream.")
         video_stream = container.streams.video[0]
         height, width = image_size or (None, None)
-        frames, times = [], []
+        picker = _FramePicker(fps, height, width)
         try:
             for frame in container.decode(video_stream):
-                frames.append(
-                    frame.to_ndarray(format="rgb24", width=width, height=height)
-                )
-                times.append(float(frame.time or 0.0))
+                picker.add(frame)
         except av.error.FFmpegError as error:
-            if not frames:
+            if not picker.decoded:
                 raise MediaError(
                     f"Cannot decode video of {path}: {error}"
                 ) from error
-        if not frames:
+        if not picker.decoded:
             raise MediaError(f"{path} has no decodable video frames.")
-        native_fps = float(video_stream.average_rate or len(frames))
-        seconds = _stream_seconds(video_stream) or (
-            times[-1] + 1.0 / native_fps
-        )
+        native_fps = float(video_stream.average_rate or picker.decoded)
+        seconds = _stream_seconds(video_stream)
+        if seconds is None or seconds <= picker.last_time:
+            # No duration, or one that ends before the last frame: a
+            # muxer may write one from decoding times that B-frames
+            # shifted (variable frame rate). The frames' own times hold.
+            seconds = picker.last_time + 1.0 / native_fps
         if fps is None:
             fps = native_fps
-            video = np.stack(frames)
-        else:
-            count = max(1, int(math.floor(seconds * fps + 1e-6)))
-            wanted = np.arange(count) / fps
-            index = np.searchsorted(np.asarray(times), wanted + 1e-6) - 1
-            video = np.stack([frames[i] for i in np.clip(index, 0, None)])
+        video = picker.finish(seconds)
     audio, has_audio = _read_audio(path, seconds, sample_rate)
     return {
         "video": video,
@@ -92,6 +90,77 @@ def read_clip(path, fps=None, image_size=None, sample_rate=16000):
         "sample_rate": sample_rate,
         "seconds": seconds,
     }
+
+
+class _FramePicker:
+    """The frames `read_clip` returns, chosen while the file decodes.
+
+    Frame `k` of the output is the last decoded frame whose timestamp is
+    at most `k / fps`; the first frame stands in before the first
+    timestamp. Only the frames shown are kept (as RGB, each once, with
+    how many output frames show it), so memory follows the output, not
+    the file's length, nor a damaged timestamp far in the future.
+
+    Args:
+        fps: float or None. Output frame rate; None keeps every frame.
+        height: int or None. Frame height after resizing.
+        width: int or None. Frame width after resizing.
+    """
+
+    def __init__(self, fps, height, width):
+        self.fps = fps
+        self.height, self.width = height, width
+        self.runs = []  # [RGB uint8 [H, W, 3], output frames showing it]
+        self.slots = 0  # output frames decided so far
+        self.decoded = 0
+        self._last = None  # the latest frame: [av.VideoFrame, RGB or None]
+        self.last_time = 0.0  # its timestamp in seconds
+
+    def _rgb(self, entry):
+        if entry[1] is None:
+            entry[1] = entry[0].to_ndarray(
+                format="rgb24", width=self.width, height=self.height
+            )
+        return entry[1]
+
+    def _slots_until(self, time):
+        """How many output frames `k` have `k / fps + 1e-6 <= time`."""
+        count = max(0, math.floor((time - 1e-6) * self.fps) + 1)
+        # The estimate can be one off where `time` meets a frame's.
+        while count > 0 and (count - 1) / self.fps + 1e-6 > time:
+            count -= 1
+        while count / self.fps + 1e-6 <= time:
+            count += 1
+        return count
+
+    def add(self, frame):
+        """Take the next decoded frame (in presentation order)."""
+        entry = [frame, None]
+        time = float(frame.time or 0.0)
+        self.decoded += 1
+        if self.fps is None:
+            self.runs.append([self._rgb(entry), 1])
+        else:
+            # Output frames before this one's time show the one before.
+            new = self._slots_until(time) - self.slots
+            if new > 0:
+                self.runs.append([self._rgb(self._last or entry), new])
+                self.slots += new
+        self._last, self.last_time = entry, time
+
+    def finish(self, seconds):
+        """uint8 `[F, H, W, 3]`: the frames that cover `seconds`."""
+        if self.fps is None:
+            return np.stack([rgb for rgb, _ in self.runs])
+        count = max(1, int(math.floor(seconds * self.fps + 1e-6)))
+        last = self._rgb(self._last)
+        video = np.empty((count, *last.shape), np.uint8)
+        start = 0
+        for rgb, repeat in self.runs:
+            video[start : start + repeat] = rgb
+            start += repeat
+        video[start:] = last
+        return video
 
 
 def _read_audio(path, seconds, sample_rate):
@@ -107,13 +176,52 @@ def _read_audio(path, seconds, sample_rate):
         cursor = None
         try:
             for frame in container.decode(stream):
-                for chunk in resampler.resample(frame):
+                for chunk in resampler.resample(_finite(frame)):
                     cursor = _place(audio, chunk, sample_rate, cursor)
             for chunk in resampler.resample(None):
                 cursor = _place(audio, chunk, sample_rate, cursor)
         except av.error.FFmpegError:
             pass  # a damaged tail: keep what decoded, silence after it
-    return audio, cursor is not None
+    return finite_audio(audio), cursor is not None
+
+
+FLOAT_FORMATS = ("flt", "fltp", "dbl", "dblp")
+
+
+def finite_audio(audio):
+    """`audio` with NaN as 0 and infinities as +-1 (a copy if any).
+
+    Float PCM files can hold NaN or infinite samples, which would spread
+    through resampling and turn into arbitrary integers as int16 PCM.
+
+    Args:
+        audio: float array, any shape.
+
+    Returns:
+        The same array if every sample is finite, else a finite copy.
+    """
+    # A float64 sum is finite exactly when every sample is (and needs no
+    # array of flags as long as the clip).
+    with np.errstate(invalid="ignore", over="ignore"):
+        if np.isfinite(np.sum(audio, dtype=np.float64)):
+            return audio
+    return np.nan_to_num(audio, nan=0.0, posinf=1.0, neginf=-1.0)
+
+
+def _finite(frame):
+    """An audio frame with its NaN and infinite samples replaced (before
+    resampling, so that they do not smear into their neighbours)."""
+    if frame.format.name not in FLOAT_FORMATS:
+        return frame
+    samples = frame.to_ndarray()
+    if np.isfinite(samples).all():
+        return frame
+    clean = av.AudioFrame.from_ndarray(
+        finite_audio(samples), format=frame.format.name, layout=frame.layout
+    )
+    clean.sample_rate = frame.sample_rate
+    clean.pts, clean.time_base = frame.pts, frame.time_base
+    return clean
 
 
 def _place(audio, chunk, sample_rate, cursor):

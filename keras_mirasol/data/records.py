@@ -25,9 +25,9 @@ inputs it skipped. A run that is stopped and started again keeps finished
 shards. `report.json` lists every skipped annotation with its reason (a
 missing, empty, corrupt or truncated file, any error while decoding, a
 decoder that crashed its worker or ran past the timeout, or a bad
-annotation line), so none is dropped silently and one damaged file costs
-only itself; clips without an audio track are kept (silence) and listed
-under `no_audio`.
+annotation line: not JSON, not UTF-8, a missing field), so none is
+dropped silently and one damaged file costs only itself; clips without an
+audio track are kept (silence) and listed under `no_audio`.
 """
 
 import functools
@@ -41,6 +41,7 @@ import numpy as np
 from keras_mirasol.data.annotations import iter_records
 from keras_mirasol.data.annotations import normalize
 from keras_mirasol.data.media import MediaError
+from keras_mirasol.data.media import finite_audio
 from keras_mirasol.data.media import read_clip
 from keras_mirasol.data.workers import isolated_pool
 
@@ -111,7 +112,8 @@ def serialize_clip(clip, annotations, clip_id, video_name):
     def text(key):
         return _bytes_feature([a[key].encode("utf-8") for a in annotations])
 
-    pcm = np.clip(np.round(clip["audio"] * 32767), -32768, 32767)
+    audio = np.clip(finite_audio(np.asarray(clip["audio"], np.float32)), -1, 1)
+    pcm = np.round(audio * 32767)
     context = {
         "clip_id": _bytes_feature([clip_id.encode("utf-8")]),
         "video": _bytes_feature([video_name.encode("utf-8")]),

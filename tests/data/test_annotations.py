@@ -197,3 +197,54 @@ def test_corpus_texts_reads_files_and_keeps_sentences(tmp_path):
         "green",
         "a blue circle",
     ]
+
+
+def test_bytes_that_are_not_utf8_cost_only_their_line(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    good = json.dumps({"video": "a.mp4", "question": "q", "answer": "ü"})
+    path.write_bytes(
+        good.encode()
+        + b'\n{"video": "b.mp4", "question": "q\xff", "answer": "a"}\n'
+        + b"\xc3(\n"
+        + good.encode()
+        + b"\n"
+    )
+    rows = list(iter_records(path))
+    assert [location for location, _, _ in rows] == [
+        f"{path}:{line}" for line in (1, 2, 3, 4)
+    ]
+    assert rows[0][1]["answer"] == "ü" and rows[3][1] == rows[0][1]
+    assert rows[1][1] is None
+    assert rows[1][2] == "not UTF-8 text (byte 0xff at character 34)"
+    assert rows[2][1] is None and rows[2][2].startswith("not UTF-8 text")
+
+
+def test_a_lone_surrogate_escape_is_reported(tmp_path):
+    """JSON can escape half of a UTF-16 pair ("\\ud800"): Python reads
+    it, but it cannot be stored as UTF-8."""
+    path = tmp_path / "qa.jsonl"
+    path.write_text(
+        '{"video": "a.mp4", "question": "q \\ud800", "answer": "a"}\n'
+        '{"video": "b.mp4", "question": "\\ud83d\\ude00", "answer": "a"}\n'
+    )
+    (_, bad, why), (_, pair, none) = list(iter_records(path))
+    assert bad is None and "not valid Unicode" in why
+    assert pair["question"] == "\U0001f600" and none is None
+
+
+@pytest.mark.parametrize("extension", ["csv", "json"])
+def test_csv_and_json_entries_that_are_not_utf8(tmp_path, extension):
+    path = tmp_path / f"qa.{extension}"
+    if extension == "csv":
+        path.write_bytes(b"video,question,answer\na.mp4,q\xfe,a\nb.mp4,q,a\n")
+        locations = [f"{path}:2", f"{path}:3"]
+    else:
+        path.write_bytes(
+            b'[{"video": "a.mp4", "question": "q\xfe", "answer": "a"},'
+            b' {"video": "b.mp4", "question": "q", "answer": "a"}]'
+        )
+        locations = [f"{path}[0]", f"{path}[1]"]
+    (first, bad, why), (second, good, none) = list(iter_records(path))
+    assert [first, second] == locations
+    assert bad is None and why.startswith("not UTF-8 text (byte 0xfe")
+    assert good["video"] == "b.mp4" and none is None

@@ -1,3 +1,6 @@
+import fractions
+
+import av
 import numpy as np
 import pytest
 
@@ -149,3 +152,136 @@ def test_rgb_to_yuv420p_matches_the_bt601_reference():
 def test_odd_frame_sizes_are_refused_with_the_fix():
     with pytest.raises(ValueError, match="even height and width.*31x32"):
         rgb_to_yuv420p(np.zeros((1, 31, 32, 3), np.uint8))
+
+
+def write_h264(path, video, pts, time_base, audio=None, audio_rate=RATE):
+    """H.264 (x264's defaults, so with B-frames) at the given timestamps,
+    and optionally float PCM `audio` `[C, S]` (mono or stereo), in the
+    container the extension names."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(
+            "libx264", rate=int(1 / time_base), options={"threads": "1"}
+        )
+        stream.height, stream.width = video.shape[1:3]
+        stream.pix_fmt, stream.time_base = "yuv420p", time_base
+        if audio is not None:
+            layout = "mono" if len(audio) == 1 else "stereo"
+            audio_stream = container.add_stream("pcm_f32le", rate=audio_rate)
+            audio_stream.layout = layout
+        for image, timestamp in zip(video, pts):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = int(timestamp), time_base
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+        if audio is None:
+            return
+        for start in range(0, audio.shape[1], 1024):
+            chunk = audio[:, start : start + 1024].T.reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(chunk, np.float32),
+                format="flt",
+                layout=layout,
+            )
+            frame.sample_rate, frame.pts = audio_rate, start
+            container.mux(audio_stream.encode(frame))
+        container.mux(audio_stream.encode(None))
+
+
+def decoded_frames(path, size):
+    """Every frame of the file, RGB at `size`, and its time in seconds."""
+    with av.open(str(path)) as container:
+        frames = [
+            (
+                frame.to_ndarray(format="rgb24", height=size[0], width=size[1]),
+                float(frame.time),
+            )
+            for frame in container.decode(video=0)
+        ]
+    return np.stack([f for f, _ in frames]), np.array([t for _, t in frames])
+
+
+@pytest.mark.parametrize(
+    "pts, time_base",
+    [
+        # Irregular gaps, the last ones long (a pause at the end).
+        ([0, 3, 4, 11, 30, 31, 33, 60, 61, 95, 160, 230], 1 / 100),
+        # 30 fps, read at 8 fps: most frames are not returned.
+        (list(range(48)), 1 / 30),
+    ],
+    ids=["variable", "30fps"],
+)
+def test_frames_are_the_last_shown_at_each_output_time(
+    tmp_path, pts, time_base
+):
+    path = tmp_path / "clip.mp4"
+    time_base = fractions.Fraction(time_base).limit_denominator(1000)
+    video = np.random.default_rng(0).integers(0, 256, (len(pts), 16, 16, 3))
+    write_h264(path, video.astype(np.uint8), pts, time_base)
+    clip = read_clip(path, fps=8, image_size=(16, 16))
+    frames, times = decoded_frames(path, (16, 16))
+    # Every decoded frame is inside the clip's span ...
+    assert clip["seconds"] > times[-1]
+    # ... and output frame k is the last one whose time is at most k / 8.
+    count = int(np.floor(clip["seconds"] * 8 + 1e-6))
+    wanted = np.arange(count) / 8
+    shown = np.searchsorted(times, wanted + 1e-6, side="left") - 1
+    expected = frames[np.clip(shown, 0, None)]
+    assert clip["video"].shape == (count, 16, 16, 3)
+    np.testing.assert_array_equal(clip["video"], expected)
+
+
+def test_frames_after_a_short_stream_duration_are_kept(tmp_path):
+    """With B-frames and a variable frame rate, the mp4 muxer writes a
+    stream duration that ends before the last frames."""
+    path = tmp_path / "vfr.mp4"
+    pts = [0, 10, 25, 26, 80, 81, 200, 300]
+    write_h264(path, ramp_video(len(pts), 16), pts, fractions.Fraction(1, 100))
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.duration * stream.time_base < 2.0
+    clip = read_clip(path, fps=4)
+    # 3 s at 4 fps: the frame at 2.0 s is shown from output frame 8 on.
+    assert clip["seconds"] > 3.0 and len(clip["video"]) == 12
+    levels = clip["video"].mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(levels[8:], 15 * 6, atol=6)
+
+
+def test_nan_and_infinite_float_samples_become_finite(tmp_path):
+    """NaN reads as 0, +-Inf as +-1; every other sample as written."""
+    rng = np.random.default_rng(0)
+    audio = rng.uniform(-0.5, 0.5, (1, RATE)).astype(np.float32)
+    nan, posinf, neginf = np.split(rng.choice(RATE, 30, replace=False), 3)
+    audio[0, nan], audio[0, posinf], audio[0, neginf] = np.nan, np.inf, -np.inf
+    audio[0, 4000:4100] = np.nan
+    path = tmp_path / "float.mkv"
+    write_h264(
+        path, ramp_video(8, 16), range(8), fractions.Fraction(1, 8), audio
+    )
+    clip = read_clip(path, sample_rate=RATE)
+    assert clip["has_audio"] and np.isfinite(clip["audio"]).all()
+    expected = np.nan_to_num(audio[0], nan=0.0, posinf=1.0, neginf=-1.0)
+    np.testing.assert_array_equal(clip["audio"], expected)
+
+
+def test_nan_does_not_spread_through_resampling(tmp_path):
+    """Stereo at 48 kHz, mixed down and resampled: the NaN samples are
+    zeros before resampling, so no neighbour goes beyond the signal's
+    level (nor turns into NaN)."""
+    t = np.arange(48000) / 48000
+    audio = np.tile(0.3 * np.sin(2 * np.pi * 440 * t), (2, 1))
+    audio[:, 20000:20600] = np.nan  # 6667 to 6867 at 16 kHz
+    audio[0, [100, 7000, 30000]] = np.nan
+    path = tmp_path / "float.mov"
+    write_h264(
+        path,
+        ramp_video(8, 16),
+        range(8),
+        fractions.Fraction(1, 8),
+        audio,
+        48000,
+    )
+    clip = read_clip(path, sample_rate=RATE)
+    assert np.isfinite(clip["audio"]).all()
+    assert 0.3 < np.abs(clip["audio"]).max() < 0.6
+    # The run of NaN is silence, away from its edges.
+    np.testing.assert_allclose(clip["audio"][6700:6830], 0, atol=1e-3)

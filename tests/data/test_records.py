@@ -333,6 +333,21 @@ def test_audio_round_trip_is_within_one_quantization_step():
     np.testing.assert_allclose(x["audio"].numpy(), audio, atol=1 / 32767)
 
 
+def test_nan_and_infinite_samples_are_stored_as_silence_and_full_scale():
+    audio = np.array([0.5, np.nan, np.inf, -np.inf, 3.0, -3.0], np.float32)
+    clip = dict(
+        video=np.zeros((1, 2, 2, 3), np.uint8),
+        audio=audio,
+        fps=8.0,
+        sample_rate=RATE,
+        has_audio=True,
+    )
+    serialized = serialize_clip(clip, [], "c", "c.mp4")
+    pcm = parse_clip(tf.constant(serialized))["audio_pcm"].numpy()
+    stored = np.frombuffer(pcm, "<i2").tolist()
+    assert stored == [16384, 0, 32767, -32767, 32767, -32767]
+
+
 def test_find_video_tries_the_name_then_msrvtt_numbering(tmp_path):
     (tmp_path / "7010.mp4").write_bytes(b"x")
     (tmp_path / "video12.webm").write_bytes(b"x")
