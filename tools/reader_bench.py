@@ -1,11 +1,20 @@
-"""Time the record reader: `record_dataset` vs `tf.data.TFRecordDataset`.
+"""Time the pipeline's record reading against `tf.data.TFRecordDataset`.
 
-`record_dataset` checks each record's checksums in Python and reads past
-damaged records; TensorFlow's reader does it in C++ and stops at the first.
-Both are timed in one process, alternately, on the same converted records:
-reading the raw records alone, and the whole training pipeline
-(`snippet_dataset`: parse, PNG decode, window, resize, batch) with each
-reader. Prints one JSON line with the best times and their ratios.
+The pipeline checks each file once when a dataset is made
+(`record_io.is_intact`). If every file is intact it reads them with
+`TFRecordDataset`, as before; if one is damaged, the files are read
+through `snippets._file_dataset`: `TFRecordDataset` for intact files,
+`record_io.read_records` (Python, past damaged records) for damaged ones.
+Timed in one process, in turn, on the same converted (intact) records:
+
+    tf        every file intact: `TFRecordDataset` (what clean data gets)
+    mixed     the reader used once a file is damaged, on intact files
+    python    `read_records` for every file
+
+each reading the raw records alone, and inside the whole training
+pipeline (`snippet_dataset`: parse, PNG decode, window, resize, batch);
+and the check of every file (`is_intact`). Prints one JSON line with the
+best times and the ratios to `tf`.
 
     python tools/reader_bench.py --clips 160 --repeats 3
 """
@@ -19,8 +28,8 @@ import types
 
 import tensorflow as tf
 
+from keras_mirasol.data import record_io
 from keras_mirasol.data import snippets
-from keras_mirasol.data.record_io import DamagedRecords
 from keras_mirasol.data.records import convert
 from keras_mirasol.data.synthetic import write_dataset
 
@@ -34,15 +43,23 @@ CLIP = types.SimpleNamespace(
 )
 
 
-def tensorflow_reader(path, damaged):
-    return tf.data.TFRecordDataset(path)
+def mixed_reader(files, damaged):
+    files = list(files)
+    return tf.data.Dataset.from_tensor_slices((files, [True] * len(files))), (
+        lambda path, intact: snippets._file_dataset(path, intact, damaged)
+    )
 
 
-def time_raw(files, reader):
-    ds = tf.data.Dataset.from_tensor_slices(files).interleave(
-        lambda path: reader(path, DamagedRecords()),
-        cycle_length=4,
-        num_parallel_calls=tf.data.AUTOTUNE,
+def python_reader(files, damaged):
+    return tf.data.Dataset.from_tensor_slices(list(files)), (
+        lambda path: snippets._file_records(path, damaged)
+    )
+
+
+def time_raw(files):
+    ds, read = snippets._files_and_reader(files, record_io.DamagedRecords())
+    ds = ds.interleave(
+        read, cycle_length=4, num_parallel_calls=tf.data.AUTOTUNE
     )
     start = time.perf_counter()
     for _ in ds:
@@ -50,9 +67,10 @@ def time_raw(files, reader):
     return time.perf_counter() - start
 
 
-def time_pipeline(records, reader, batches, batch_size):
-    snippets._file_records = reader
-    ds = snippet_dataset(records, batch_size)
+def time_pipeline(records, batches, batch_size):
+    ds = snippets.snippet_dataset(
+        records, CLIP, batch_size, training=True, seed=0
+    )
     iterator = iter(ds)
     next(iterator)  # warm up: threads started, buffers filled once
     start = time.perf_counter()
@@ -61,10 +79,11 @@ def time_pipeline(records, reader, batches, batch_size):
     return time.perf_counter() - start
 
 
-def snippet_dataset(records, batch_size):
-    return snippets.snippet_dataset(
-        records, CLIP, batch_size, training=True, seed=0
-    )
+def time_check(files):
+    record_io._INTACT.clear()
+    start = time.perf_counter()
+    assert all(record_io.is_intact(path) for path in files)
+    return time.perf_counter() - start
 
 
 def main(argv=None):
@@ -90,29 +109,35 @@ def main(argv=None):
             verbose=False,
         )
     files = snippets.record_files(records)
-    ours = snippets._file_records
-    times = {"raw": {"ours": [], "tf": []}, "pipeline": {"ours": [], "tf": []}}
+    default = snippets._files_and_reader
+    readers = {"tf": default, "mixed": mixed_reader, "python": python_reader}
+    kinds = ("raw", "pipeline")
+    times = {kind: {name: [] for name in readers} for kind in kinds}
+    checks = []
     try:
         for _ in range(args.repeats):
-            for name, reader in (("tf", tensorflow_reader), ("ours", ours)):
-                times["raw"][name].append(time_raw(files, reader))
+            checks.append(time_check(files))
+            for name, reader in readers.items():
+                snippets._files_and_reader = reader
+                times["raw"][name].append(time_raw(files))
                 times["pipeline"][name].append(
-                    time_pipeline(
-                        records, reader, args.batches, args.batch_size
-                    )
+                    time_pipeline(records, args.batches, args.batch_size)
                 )
     finally:
-        snippets._file_records = ours
+        snippets._files_and_reader = default
+    megabytes = sum(map(os.path.getsize, files)) / 1e6
     result = {
-        "megabytes": round(sum(map(os.path.getsize, files)) / 1e6, 1),
+        "megabytes": round(megabytes, 1),
         "files": len(files),
         "batches": args.batches,
         "batch_size": args.batch_size,
+        "check_s": round(min(checks), 3),
     }
     for kind, measured in times.items():
         best = {name: min(values) for name, values in measured.items()}
         result[kind] = {name: round(value, 3) for name, value in best.items()}
-        result[kind]["ours_over_tf"] = round(best["ours"] / best["tf"], 2)
+        for name in ("mixed", "python"):
+            result[kind][f"{name}_over_tf"] = round(best[name] / best["tf"], 2)
     print(json.dumps(result), flush=True)
 
 

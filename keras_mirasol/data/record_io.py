@@ -151,6 +151,29 @@ def read_records(path):
             record, offset = record + 1, end
 
 
+_INTACT = {}  # (path, size, mtime) -> bool: files already read
+
+
+def is_intact(path):
+    """Whether every record of a TFRecord file is whole and its checksums
+    hold. Read once per file version (path, size, modification time) in
+    a process; the answer is remembered.
+
+    Args:
+        path: str. An uncompressed TFRecord file.
+
+    Returns:
+        bool.
+    """
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _INTACT:
+        _INTACT[key] = not any(
+            isinstance(item, BadRecord) for item in read_records(path)
+        )
+    return _INTACT[key]
+
+
 def write_records(path, records):
     """Write records to a TFRecord file (uncompressed), atomically.
 

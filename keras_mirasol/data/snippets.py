@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from keras_mirasol.data.record_io import BadRecord
 from keras_mirasol.data.record_io import DamagedRecords
+from keras_mirasol.data.record_io import is_intact
 from keras_mirasol.data.record_io import read_records
 from keras_mirasol.layers.clip_ops import fit_clip
 from keras_mirasol.layers.clip_ops import resample_audio
@@ -78,8 +79,11 @@ def record_dataset(files, damaged=None):
     Like `tf.data.TFRecordDataset(files)` (files one after the other, in
     order), but a record whose checksum fails or that the end of its file
     cuts short is skipped and noted, and the good records after it are
-    read (`keras_mirasol.data.record_io.read_records`);
-    `TFRecordDataset` would stop the pipeline with a `DataLossError`.
+    read; `TFRecordDataset` would stop the pipeline with a
+    `DataLossError`. Each file is checked once when the dataset is made
+    (`record_io.is_intact`: a read at disk speed, remembered for the
+    process); intact files are read by `TFRecordDataset` (C++), damaged
+    ones by `record_io.read_records` (Python).
 
     Args:
         files: str or list of str. TFRecord files (uncompressed).
@@ -95,8 +99,35 @@ def record_dataset(files, damaged=None):
         damaged = DamagedRecords()
     if isinstance(files, str):
         files = [files]
-    return tf.data.Dataset.from_tensor_slices(list(files)).flat_map(
-        lambda path: _file_records(path, damaged)
+    files, read = _files_and_reader(files, damaged)
+    return files.flat_map(read)
+
+
+def _files_and_reader(files, damaged):
+    """tf.data of the files, and the function that reads one of its
+    elements: `TFRecordDataset` if every file is intact
+    (`record_io.is_intact`), else `_file_dataset` (the same for intact
+    files, Python for damaged ones). A Python reader anywhere in the
+    function slows every file's reading (tf.data then runs it as a
+    stateful function), so it is there only when needed."""
+    files = list(files)
+    intact = [is_intact(path) for path in files]
+    if all(intact):
+        return tf.data.Dataset.from_tensor_slices(files), (
+            tf.data.TFRecordDataset
+        )
+    return tf.data.Dataset.from_tensor_slices((files, intact)), (
+        lambda path, intact: _file_dataset(path, intact, damaged)
+    )
+
+
+def _file_dataset(path, intact, damaged):
+    """tf.data: the good records of one file; `TFRecordDataset` reads an
+    intact file, `_file_records` a damaged one."""
+    return tf.data.Dataset.choose_from_datasets(
+        [tf.data.TFRecordDataset(path), _file_records(path, damaged)],
+        tf.data.Dataset.from_tensors(tf.cast(~intact, tf.int64)).repeat(),
+        stop_on_empty_dataset=True,
     )
 
 
@@ -316,11 +347,11 @@ def _clip_stream(files, training, seed, shuffle_clips, repeat, damaged):
     Returns:
         `tf.data.Dataset` of `(position int64, serialized string)`.
     """
-    ds = tf.data.Dataset.from_tensor_slices(files)
+    ds, read = _files_and_reader(files, damaged)
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(
-        lambda path: _file_records(path, damaged),
+        read,
         # Evaluation reads the files one after the other, in order.
         cycle_length=min(len(files), 4) if training else 1,
         num_parallel_calls=tf.data.AUTOTUNE,
