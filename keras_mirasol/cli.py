@@ -96,6 +96,8 @@ def cmd_train(args):
     from keras_mirasol.training import train
 
     overrides = json.loads(args.config) if args.config else {}
+    if args.dtype:
+        overrides["dtype"] = args.dtype
     distribution = None
     if args.mesh or args.data_parallel or args.multi_host:
         import keras
@@ -608,6 +610,14 @@ def build_parser():
         default=None,
         help="Also checkpoint the whole run every this many steps (default: "
         "at each epoch's end only); a killed run redoes at most that many.",
+    )
+    train.add_argument(
+        "--dtype",
+        choices=("float32", "mixed_bfloat16"),
+        default=None,
+        help="Dtype policy: mixed_bfloat16 computes in bfloat16 and keeps "
+        "float32 weights (TPUs, recent GPUs); saved with the preset "
+        "(default: the preset's, float32).",
     )
     train.add_argument(
         "--cache",

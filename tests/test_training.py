@@ -125,6 +125,62 @@ def test_train_takes_a_tokenizer_made_before_it_seeds(avqa_records, tmp_path):
     assert lm.preprocessor.tokenizer is tokenizer
 
 
+def train_bf16(avqa_records, out, steps, epochs, capsys):
+    """`keras-mirasol train --dtype mixed_bfloat16`; its history."""
+    argv = ["train", "--train", avqa_records["train"], "--out", str(out)]
+    argv += ["--steps", str(steps), "--epochs", str(epochs)]
+    argv += ["--batch-size", "12", "--dtype", "mixed_bfloat16"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    return json.loads((out / "history.json").read_text())
+
+
+@pytest.mark.one_backend
+def test_train_in_mixed_bfloat16_computes_in_bfloat16(
+    avqa_records, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    history = train_bf16(avqa_records, out, steps=4, epochs=2, capsys=capsys)
+    assert np.isfinite(history["loss"]).all()
+    lm = MirasolCausalLM.from_preset(str(out))
+    backbone = lm.backbone
+    assert backbone.dtype_policy.name == "mixed_bfloat16"
+    assert {w.dtype for w in backbone.weights} == {"float32"}
+    x, _, _ = lm.preprocessor(
+        {
+            "video": np.zeros((1, 16, 32, 32, 3), "float32"),
+            "audio": np.zeros((1, 32000), "float32"),
+            "prompts": ["what colour?"],
+            "responses": ["red"],
+        }
+    )
+    outputs = backbone(x)
+    dtypes = {k: str(v.dtype) for k, v in outputs.items()}
+    # The losses' own arithmetic stays in float32.
+    assert dtypes == {
+        "av_latents": "bfloat16",
+        "sequence_output": "bfloat16",
+        "latent_loss": "float32",
+    }
+
+
+@pytest.mark.large
+@pytest.mark.one_backend
+def test_500_steps_in_mixed_bfloat16_stay_finite(
+    avqa_records, tmp_path, capsys
+):
+    """500 steps of `mirasol_tiny` in bfloat16: no NaN or Inf loss (the
+    run would stop with `NonFiniteLossError`), finite weights, learning."""
+    out = tmp_path / "run"
+    history = train_bf16(avqa_records, out, steps=500, epochs=10, capsys=capsys)
+    assert len(history["loss"]) == 10
+    assert np.isfinite(history["loss"]).all()
+    assert history["loss"][-1] < history["loss"][0] / 2
+    lm = MirasolCausalLM.from_preset(str(out))
+    for w in lm.backbone.weights:
+        assert np.isfinite(keras.ops.convert_to_numpy(w.value)).all(), w.path
+
+
 @pytest.mark.one_backend
 def test_train_skips_damaged_records_and_lists_them(
     avqa_records, tmp_path, capsys

@@ -19,6 +19,7 @@ from keras_mirasol.models.presets import backbone_presets
 from keras_mirasol.models.safe_loading import check_config
 from keras_mirasol.models.safe_loading import check_config_keys
 from keras_mirasol.models.safe_loading import check_preset
+from keras_mirasol.models.safe_loading import saved_mixed_policy
 from keras_mirasol.models.safe_loading import weight_mismatch_error
 from keras_mirasol.models.shape_only import shape_only_weights
 from keras_mirasol.models.text_decoder import TextDecoder
@@ -674,6 +675,8 @@ class MirasolBackbone(keras_hub.models.Backbone):
             config = {**backbone_presets[preset]["config"], **kwargs}
             return cls(**config)
         check_preset(preset, cls, load_weights=load_weights)
+        if kwargs.get("dtype") is None and saved_mixed_policy(preset):
+            kwargs["dtype"] = saved_mixed_policy(preset)
         return super().from_preset(preset, load_weights=load_weights, **kwargs)
 
 

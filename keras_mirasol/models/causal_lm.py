@@ -11,6 +11,7 @@ from keras_mirasol.models.preprocessor import MirasolCausalLMPreprocessor
 from keras_mirasol.models.presets import backbone_presets
 from keras_mirasol.models.safe_loading import check_config
 from keras_mirasol.models.safe_loading import check_preset
+from keras_mirasol.models.safe_loading import saved_mixed_policy
 from keras_mirasol.models.stream import MirasolStream
 
 DEFAULT_VOCABULARY = os.path.join(
@@ -294,6 +295,8 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
             )
             return cls(backbone=backbone, preprocessor=preprocessor, **kwargs)
         check_preset(preset, cls, load_weights=load_weights)
+        if kwargs.get("dtype") is None and saved_mixed_policy(preset):
+            kwargs["dtype"] = saved_mixed_policy(preset)
         return super().from_preset(preset, load_weights=load_weights, **kwargs)
 
     @classmethod

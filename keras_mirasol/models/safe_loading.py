@@ -309,6 +309,34 @@ def check_preset(preset, cls, load_weights=True):
     _check_tokenizer_files(preset, configs)
 
 
+def saved_mixed_policy(preset):
+    """The mixed dtype policy a local preset folder was saved with.
+
+    keras-hub's loader casts a saved float dtype to the current default
+    and cannot read a mixed policy's name (`mixed_bfloat16`): it raises
+    `Invalid dtype`. Passing the saved name as `dtype=` loads the preset
+    as it was trained.
+
+    Args:
+        preset: str. A preset folder (anything else gives None).
+
+    Returns:
+        str or None: e.g. `"mixed_bfloat16"`; None for a plain dtype or
+        no saved dtype.
+    """
+    if not isinstance(preset, str) or not os.path.isdir(preset):
+        return None
+    path = os.path.join(preset, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    dtype = _read_json(path).get("config", {}).get("dtype")
+    if isinstance(dtype, dict):
+        dtype = dtype.get("config", {}).get("name")
+    if isinstance(dtype, str) and dtype.startswith("mixed_"):
+        return dtype
+    return None
+
+
 def _snake_case(name):
     # As `keras.saving` names the items of a list of layers in a file.
     name = re.sub(r"\W+", "", name)
