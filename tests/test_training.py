@@ -14,6 +14,7 @@ import pytest
 
 from keras_mirasol import cli
 from keras_mirasol import training
+from keras_mirasol.models import MirasolBackbone
 from keras_mirasol.models import MirasolCausalLM
 from keras_mirasol.models import MirasolTokenizer
 from keras_mirasol.models.tokenizer import train_tokenizer
@@ -146,6 +147,8 @@ def test_train_in_mixed_bfloat16_computes_in_bfloat16(
     backbone = lm.backbone
     assert backbone.dtype_policy.name == "mixed_bfloat16"
     assert {w.dtype for w in backbone.weights} == {"float32"}
+    alone = MirasolBackbone.from_preset(str(out))
+    assert alone.dtype_policy.name == "mixed_bfloat16"
     x, _, _ = lm.preprocessor(
         {
             "video": np.zeros((1, 16, 32, 32, 3), "float32"),
