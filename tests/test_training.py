@@ -343,15 +343,17 @@ def complete_steps(backup):
 
 
 @pytest.mark.one_backend
+@pytest.mark.parametrize("backend", ["jax", "tensorflow", "torch"])
 def test_a_killed_train_process_resumes_to_the_uninterrupted_weights(
-    avqa_records, tmp_path
+    avqa_records, tmp_path, backend
 ):
     # `keras-mirasol train` killed with SIGKILL in epoch 2 (once step 5 of
     # 8 is checkpointed: the kill lands wherever the process is, maybe in
     # the middle of writing step 6), then the same command again: the
     # final weights and the history equal those of an uninterrupted run,
-    # bit for bit (same machine, same threads, deterministic XLA CPU).
-    env = dict(os.environ, KERAS_BACKEND="jax")
+    # bit for bit (same machine, same threads, deterministic CPU kernels).
+    # The backend is the subprocesses': this test runs once, under JAX.
+    env = dict(os.environ, KERAS_BACKEND=backend)
     reference = tmp_path / "reference"
     subprocess.run(
         train_command(avqa_records["train"], reference),
