@@ -28,6 +28,22 @@ damaged, and every question of every other clip must come out.
 
 Most damaged inputs are byte edits of a few files written with PyAV, so
 1000 inputs take well under a minute on two cores.
+
+    python tools/fuzz_convert.py --long-1080p-only --out /tmp/long1080p
+
+does none of that: it builds a 2-hour (7200 s) 1920x1080 30 fps H.264 +
+stereo 48 kHz AAC mp4 under `--out` (an 8 s segment encoded once, its
+packets copied 900 times with shifted timestamps: 257 MiB, about 10 s),
+checks with PyAV that it lasts 7200 s at 1920x1080, and measures
+`read_clip(path, fps=8, image_size=(32, 32), sample_rate=16000)` on it
+in a fresh process (as the fuzz run's long file): wall seconds, peak
+memory growth (VmHWM), what came out, and what holding every frame or
+the whole audio would take. One JSON line; 8 to 10 minutes on two busy
+cores, nearly all of it decoding 216,000 frames (430 to 530 a second).
+Memory grew by 655 MiB: the output itself (169 MiB of frames, 440 MiB
+of 16 kHz float32 audio, which `read_clip` allocates for the whole
+clip) and about 46 MiB more. `--long-1080p-seconds` (a multiple of 8)
+makes the file shorter.
 """
 
 import argparse
@@ -789,20 +805,28 @@ def _check_clip(name, item, clip, fps, image_size):
     return failures
 
 
-_MEASURE = """
-import json, resource, sys
+_PEAK = """
+import json, resource, sys, time
+from keras_mirasol.data import media
 from keras_mirasol.data.media import read_clip
-def peak():
+def status(field):
     # VmHWM starts afresh at exec; ru_maxrss keeps the peak of the
     # process this one was forked from (the caller, TensorFlow loaded).
     try:
         with open("/proc/self/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak():
+    return status("VmHWM")
+"""
+
+_MEASURE = (
+    _PEAK
+    + """
 read_clip(sys.argv[1], fps=float(sys.argv[3]))
 before = peak()
 clip = read_clip(sys.argv[2], fps=float(sys.argv[3]))
@@ -810,6 +834,39 @@ print(json.dumps({"before_mib": before, "peak_mib": peak(),
                   "output_mib": clip["video"].nbytes / 2**20,
                   "output_frames": len(clip["video"])}))
 """
+)
+
+# argv: short long fps height width sample_rate. The audio pass is
+# wrapped (here, not in the library) to tell the video pass's peak and
+# the memory held when the audio pass starts from the overall peak.
+_MEASURE_CLIP = (
+    _PEAK
+    + """
+fps, size, rate = float(sys.argv[3]), tuple(map(int, sys.argv[4:6])), int(
+    sys.argv[6])
+read_clip(sys.argv[1], fps=fps, image_size=size, sample_rate=rate)
+stages = {}
+read_audio = media._read_audio
+def timed_read_audio(*args):
+    stages.update(video_s=time.monotonic() - start, video_peak_mib=peak(),
+                  rss_at_audio_mib=status("VmRSS"))
+    return read_audio(*args)
+media._read_audio = timed_read_audio
+before = peak()
+start = time.monotonic()
+clip = read_clip(sys.argv[2], fps=fps, image_size=size, sample_rate=rate)
+wall = time.monotonic() - start
+print(json.dumps(dict(
+    stages, wall_s=wall, audio_s=wall - stages["video_s"],
+    before_mib=before, peak_mib=peak(),
+    output_frames=len(clip["video"]),
+    output_shape=list(clip["video"].shape),
+    output_video_mib=clip["video"].nbytes / 2**20,
+    output_audio_samples=len(clip["audio"]),
+    output_audio_mib=clip["audio"].nbytes / 2**20,
+    has_audio=bool(clip["has_audio"]), clip_seconds=clip["seconds"])))
+"""
+)
 
 
 def _write_long(path, seconds, rate=30, size=(240, 320)):
@@ -870,6 +927,245 @@ def measure_long_decode(folder, seconds=60.0, fps=1.0):
         growth_mib=round(result["peak_mib"] - result["before_mib"], 1),
     )
     return result
+
+
+LONG_1080P_SECONDS = 7200.0
+SEGMENT_SECONDS = 8.0  # 30 fps frames and 1024-sample AAC frames at 48 kHz
+LONG_1080P_TIMEOUT = 2400.0
+
+
+def _write_segment(path, seconds, rate=30, size=(1080, 1920)):
+    """A short H.264 + stereo 48 kHz AAC mp4 that `_write_repeated` copies.
+
+    Every frame differs from the one before (a luma ramp drifts a pixel
+    a frame, a bright block moves; about 0.7 kB a P-frame, 57 kB the
+    keyframe), encoded by x264 `ultrafast` (no B-frames); the audio is a
+    tone in each channel at 64 kb/s.
+    """
+    height, width = size
+    frames = int(round(seconds * rate))
+    ramp = (np.arange(width)[None, :] + np.arange(height)[:, None] // 2) % 220
+    codec_options = {"preset": "ultrafast", "crf": "30", "threads": "1"}
+    with av.open(str(path), "w") as container:
+        video = container.add_stream(
+            "libx264", rate=rate, options=codec_options
+        )
+        video.height, video.width, video.pix_fmt = height, width, "yuv420p"
+        audio = container.add_stream("aac", rate=48000)
+        audio.layout, audio.bit_rate = "stereo", 64000
+        planes = np.full((height * 3 // 2, width), 128, np.uint8)
+        for index in range(frames):
+            planes[:height] = (ramp + index) % 220 + 16
+            row, col = (5 * index) % (height - 64), (7 * index) % (width - 64)
+            planes[row : row + 64, col : col + 64] = 235
+            frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+            frame.pts = index
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        tone = _tone(np.random.default_rng(0), seconds, 48000, channels=2)
+        tone[1] = np.roll(tone[1], 48)
+        _mux_audio(container, audio, tone, "stereo", 48000)
+
+
+def _write_repeated(segment, path, copies, seconds):
+    """`copies` copies of `segment`'s packets end to end, no re-encoding.
+
+    Copy `k`'s timestamps are shifted by `k * seconds`; the audio
+    encoder's priming packet (negative timestamp) is kept only in the
+    first copy, so each later copy's audio starts where the one before
+    ends. Packets are muxed in decoding-time order, a copy at a time, so
+    the muxer's interleaving queue stays short.
+
+    Args:
+        segment: str. An mp4 from `_write_segment`: its video packets
+            and its audio packets (priming excluded) each span exactly
+            `seconds`.
+        path: str. Output mp4.
+        copies: int. How many copies.
+        seconds: float. The segment's length.
+    """
+    with av.open(str(segment)) as source:
+        streams = [source.streams.video[0], source.streams.audio[0]]
+        packets = {stream.index: [] for stream in streams}
+        for packet in source.demux(streams):
+            if packet.size:  # demux ends each stream with an empty one
+                packets[packet.stream_index].append(
+                    (
+                        bytes(packet),
+                        packet.pts,
+                        packet.dts,
+                        packet.duration,
+                        packet.is_keyframe,
+                    )
+                )
+        ticks = {}
+        for stream in streams:
+            kept = [p for p in packets[stream.index] if p[1] >= 0]
+            ticks[stream.index] = round(seconds / stream.time_base)
+            span = kept[-1][1] + kept[-1][3] - kept[0][1]
+            if kept[0][1] != 0 or span != ticks[stream.index]:
+                raise ValueError(
+                    f"{segment}: {stream.type} packets span {span} ticks "
+                    f"from {kept[0][1]}, not {ticks[stream.index]} from 0"
+                )
+        with av.open(str(path), "w") as target:
+            outputs = {
+                stream.index: target.add_stream_from_template(stream)
+                for stream in streams
+            }
+            for copy in range(copies):
+                batch = []
+                for stream in streams:
+                    shift = copy * ticks[stream.index]
+                    for data, pts, dts, duration, key in packets[stream.index]:
+                        if copy and pts < 0:
+                            continue
+                        when = (dts + shift) * stream.time_base
+                        batch.append(
+                            (
+                                when,
+                                stream.index,
+                                data,
+                                pts + shift,
+                                dts + shift,
+                                duration,
+                                key,
+                            )
+                        )
+                batch.sort(key=lambda item: item[:2])
+                for _, index, data, pts, dts, duration, key in batch:
+                    packet = av.Packet(data)
+                    packet.pts, packet.dts, packet.duration = pts, dts, duration
+                    packet.is_keyframe = key
+                    packet.time_base = source.streams[index].time_base
+                    packet.stream = outputs[index]
+                    target.mux(packet)
+
+
+def write_long_1080p(folder, seconds=LONG_1080P_SECONDS):
+    """A `seconds`-long 1920x1080 30 fps H.264 + stereo 48 kHz AAC mp4.
+
+    An 8 s segment is encoded once (`_write_segment`) and its packets
+    copied `seconds / 8` times (`_write_repeated`): a valid file of the
+    full length at about 37 kB per second, built in about 10 s.
+    The result is checked with PyAV: its video stream is 1920x1080 and
+    it and the container last `seconds`.
+
+    Args:
+        folder: str. Where `segment.mp4` and `long_1080p.mp4` go.
+        seconds: float. A multiple of 8. Defaults to `7200.0` (2 hours).
+
+    Returns:
+        dict: `path`, `segment` (the 8 s file), `seconds`, `frames`,
+        `file_mib`, `build_s` and what PyAV reads back: `width`,
+        `height`, `stream_seconds`, `container_seconds`, `audio_seconds`.
+    """
+    copies = int(round(seconds / SEGMENT_SECONDS))
+    if copies < 1 or abs(copies * SEGMENT_SECONDS - seconds) > 1e-9:
+        raise ValueError(f"seconds must be a multiple of {SEGMENT_SECONDS:g}")
+    os.makedirs(folder, exist_ok=True)
+    segment = os.path.join(folder, "segment.mp4")
+    path = os.path.join(folder, "long_1080p.mp4")
+    start = time.monotonic()
+    _write_segment(segment, SEGMENT_SECONDS)
+    _write_repeated(segment, path, copies, SEGMENT_SECONDS)
+    build_s = time.monotonic() - start
+    with av.open(path) as container:
+        video = container.streams.video[0]
+        audio = container.streams.audio[0]
+        result = {
+            "path": path,
+            "segment": segment,
+            "seconds": seconds,
+            "frames": video.frames,
+            "width": video.codec_context.width,
+            "height": video.codec_context.height,
+            "stream_seconds": float(video.duration * video.time_base),
+            "audio_seconds": float(audio.duration * audio.time_base),
+            "audio_layout": audio.layout.name,
+            "audio_rate": audio.rate,
+            "container_seconds": container.duration / av.time_base,
+            "file_mib": round(os.path.getsize(path) / 2**20, 1),
+            "build_s": round(build_s, 1),
+        }
+    if (result["width"], result["height"]) != (1920, 1080) or any(
+        abs(result[key] - seconds) > 0.05
+        for key in ("stream_seconds", "container_seconds")
+    ):
+        raise ValueError(f"{path} is not {seconds:g} s of 1080p: {result}")
+    return result
+
+
+def measure_long_1080p(
+    folder,
+    seconds=LONG_1080P_SECONDS,
+    fps=8.0,
+    image_size=(32, 32),
+    sample_rate=16000,
+    timeout=LONG_1080P_TIMEOUT,
+):
+    """Build a long 1080p file and measure `read_clip` on it.
+
+    As `measure_long_decode`, in a fresh process that first decodes a
+    short file of the same kind (the 8 s segment) and then the long one
+    with `read_clip(path, fps, image_size, sample_rate)`; the audio pass
+    is timed apart from the video pass.
+
+    Args:
+        folder: str. Where the files are written.
+        seconds: float. Length of the file, a multiple of 8. Defaults to
+            `7200.0`.
+        fps: float. Defaults to `8.0`.
+        image_size: `(height, width)`. Defaults to `(32, 32)`.
+        sample_rate: int. Defaults to `16000`.
+        timeout: float. Seconds the decoding process may take. Defaults
+            to `2400.0`.
+
+    Returns:
+        dict: the file (`write_long_1080p`'s fields), the decoding
+        process's seconds (`wall_s`, `video_s`, `audio_s`) and memory
+        (`before_mib`, `video_peak_mib`: the peak when the audio pass
+        starts, `rss_at_audio_mib`, `peak_mib`, `growth_mib`), what
+        `read_clip` returned, and for comparison what holding every
+        decoded frame (at 1080p, or at `image_size`) or the whole audio
+        (at `sample_rate`, or at the file's 48 kHz stereo) would take.
+    """
+    built = write_long_1080p(folder, seconds)
+    height, width = image_size
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _MEASURE_CLIP,
+            built["segment"],
+            built["path"],
+            str(fps),
+            str(height),
+            str(width),
+            str(sample_rate),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = {
+        key: round(value, 1) if isinstance(value, float) else value
+        for key, value in result.items()
+    }
+    frames = built["frames"]
+    mib = 2**20
+    result.update(
+        growth_mib=round(result["peak_mib"] - result["before_mib"], 1),
+        decode_fps=round(frames / result["video_s"], 1),
+        all_frames_1080p_mib=round(frames * 1080 * 1920 * 3 / mib, 1),
+        all_frames_resized_mib=round(frames * height * width * 3 / mib, 1),
+        audio_float32_mib=round(seconds * sample_rate * 4 / mib, 1),
+        audio_native_float32_mib=round(seconds * 48000 * 2 * 4 / mib, 1),
+    )
+    del built["segment"]
+    return {**built, "fps": fps, "image_size": list(image_size), **result}
 
 
 def damage_records(records_dir, out_dir, rng, every=10):
@@ -1107,9 +1403,24 @@ def main(argv=None):
         default=60,
         help="length of the file whose decoding memory is measured; 0: skip",
     )
+    parser.add_argument(
+        "--long-1080p-only",
+        action="store_true",
+        help="only build a long 1080p file and measure decoding it",
+    )
+    parser.add_argument(
+        "--long-1080p-seconds",
+        type=float,
+        default=LONG_1080P_SECONDS,
+        help="length of that file, a multiple of 8 (default: 7200)",
+    )
     args = parser.parse_args(argv)
     if os.path.isdir(args.out) and os.listdir(args.out):
         parser.error(f"--out {args.out} is not empty: give a new folder")
+    if args.long_1080p_only:
+        result = measure_long_1080p(args.out, args.long_1080p_seconds)
+        print(json.dumps(result), flush=True)
+        return 0
     summary = run(
         args.out,
         args.inputs,

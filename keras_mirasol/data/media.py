@@ -92,6 +92,12 @@ def read_clip(path, fps=None, image_size=None, sample_rate=16000):
     }
 
 
+# Kept frames are stored in blocks of at least this many bytes: more than
+# glibc's largest mmap threshold (32 MiB), so that each block is a mapping
+# of its own, resident only as it fills and given back when it is freed.
+_BLOCK_BYTES = 64 * 2**20
+
+
 class _FramePicker:
     """The frames `read_clip` returns, chosen while the file decodes.
 
@@ -100,6 +106,11 @@ class _FramePicker:
     timestamp. Only the frames shown are kept (as RGB, each once, with
     how many output frames show it), so memory follows the output, not
     the file's length, nor a damaged timestamp far in the future.
+
+    The kept frames go into a few large blocks rather than an array each
+    (which also held PyAV's converted frame, half as much again), and
+    `finish` frees each block once it is copied out: the kept frames
+    are not held next to the whole output, nor while the audio decodes.
 
     Args:
         fps: float or None. Output frame rate; None keeps every frame.
@@ -110,7 +121,8 @@ class _FramePicker:
     def __init__(self, fps, height, width):
         self.fps = fps
         self.height, self.width = height, width
-        self.runs = []  # [RGB uint8 [H, W, 3], output frames showing it]
+        self.blocks = []  # uint8 [B, H, W, 3]: the kept frames, in order
+        self.repeats = []  # output frames showing each kept frame
         self.slots = 0  # output frames decided so far
         self.decoded = 0
         self._last = None  # the latest frame: [av.VideoFrame, RGB or None]
@@ -122,6 +134,16 @@ class _FramePicker:
                 format="rgb24", width=self.width, height=self.height
             )
         return entry[1]
+
+    def _keep(self, rgb, repeat):
+        """Store `rgb` as the next kept frame, shown `repeat` times."""
+        kept = len(self.repeats)
+        size = len(self.blocks[0]) if self.blocks else 0
+        if kept == len(self.blocks) * size:
+            size = size or max(1, _BLOCK_BYTES // max(1, rgb.nbytes))
+            self.blocks.append(np.empty((size, *rgb.shape), np.uint8))
+        self.blocks[-1][kept % size] = rgb
+        self.repeats.append(repeat)
 
     def _slots_until(self, time):
         """How many output frames `k` have `k / fps + 1e-6 <= time`."""
@@ -139,27 +161,42 @@ class _FramePicker:
         time = float(frame.time or 0.0)
         self.decoded += 1
         if self.fps is None:
-            self.runs.append([self._rgb(entry), 1])
+            self._keep(self._rgb(entry), 1)
         else:
             # Output frames before this one's time show the one before.
             new = self._slots_until(time) - self.slots
             if new > 0:
-                self.runs.append([self._rgb(self._last or entry), new])
+                self._keep(self._rgb(self._last or entry), new)
                 self.slots += new
         self._last, self.last_time = entry, time
 
     def finish(self, seconds):
-        """uint8 `[F, H, W, 3]`: the frames that cover `seconds`."""
+        """uint8 `[F, H, W, 3]`: the frames that cover `seconds`.
+
+        The picker is spent: its blocks are freed as they are copied.
+        """
+        blocks, self.blocks = self.blocks, []
+        repeats, self.repeats = self.repeats, []
         if self.fps is None:
-            return np.stack([rgb for rgb, _ in self.runs])
-        count = max(1, int(math.floor(seconds * self.fps + 1e-6)))
-        last = self._rgb(self._last)
-        video = np.empty((count, *last.shape), np.uint8)
-        start = 0
-        for rgb, repeat in self.runs:
-            video[start : start + repeat] = rgb
-            start += repeat
-        video[start:] = last
+            count, last = len(repeats), None
+        else:
+            count = max(1, int(math.floor(seconds * self.fps + 1e-6)))
+            last = self._rgb(self._last)
+        self._last = None
+        shape = blocks[0].shape[1:] if blocks else last.shape
+        video = np.empty((count, *shape), np.uint8)
+        start = kept = 0
+        blocks.reverse()
+        while blocks:
+            block = blocks.pop()
+            for row in range(min(len(block), len(repeats) - kept)):
+                repeat = repeats[kept]
+                video[start : start + repeat] = block[row]
+                start += repeat
+                kept += 1
+            del block  # no view of it is left: its mapping goes now
+        if last is not None:
+            video[start:] = last
         return video
 
 
