@@ -107,9 +107,10 @@ def _files_and_reader(files, damaged):
     """tf.data of the files, and the function that reads one of its
     elements: `TFRecordDataset` if every file is intact
     (`record_io.is_intact`), else `_file_dataset` (the same for intact
-    files, Python for damaged ones). A Python reader anywhere in the
-    function slows every file's reading (tf.data then runs it as a
-    stateful function), so it is there only when needed."""
+    files, Python for damaged ones). With the Python reader in it, the
+    training pipeline's batches came slower even on intact files
+    (`tools/reader_bench.py`), so it is there only when a file needs
+    it."""
     files = list(files)
     intact = [is_intact(path) for path in files]
     if all(intact):
