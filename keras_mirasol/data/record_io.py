@@ -253,8 +253,9 @@ def check_records(files, repair=False):
             if isinstance(item, BadRecord):
                 bad.append(item)
             else:
-                good.append(item[1] if repair else None)
-        report["records"] += len(good)
+                report["records"] += 1
+                if repair:
+                    good.append(item[1])
         report["damaged"] += [str(item) for item in bad]
         if repair and bad:
             _repair(path, good)

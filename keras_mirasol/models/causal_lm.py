@@ -295,8 +295,9 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
             )
             return cls(backbone=backbone, preprocessor=preprocessor, **kwargs)
         check_preset(preset, cls, load_weights=load_weights)
-        if kwargs.get("dtype") is None and saved_mixed_policy(preset):
-            kwargs["dtype"] = saved_mixed_policy(preset)
+        policy = None if kwargs.get("dtype") else saved_mixed_policy(preset)
+        if policy:
+            kwargs["dtype"] = policy
         return super().from_preset(preset, load_weights=load_weights, **kwargs)
 
     @classmethod

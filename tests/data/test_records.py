@@ -319,8 +319,8 @@ def test_serialize_then_parse_round_trip():
     assert np.abs(x["audio"].numpy()).max() <= 1.0
 
 
-def test_audio_round_trip_is_within_one_quantization_step():
-    audio = np.random.default_rng(1).uniform(-1, 1, 4000).astype(np.float32)
+def serialized_audio(audio):
+    """A serialized clip of one black 2x2 frame and `audio`."""
     clip = dict(
         video=np.zeros((1, 2, 2, 3), np.uint8),
         audio=audio,
@@ -328,21 +328,19 @@ def test_audio_round_trip_is_within_one_quantization_step():
         sample_rate=RATE,
         has_audio=True,
     )
-    serialized = serialize_clip(clip, [], "c", "c.mp4")
+    return serialize_clip(clip, [], "c", "c.mp4")
+
+
+def test_audio_round_trip_is_within_one_quantization_step():
+    audio = np.random.default_rng(1).uniform(-1, 1, 4000).astype(np.float32)
+    serialized = serialized_audio(audio)
     x = decode_audio(parse_clip(tf.constant(serialized)))
     np.testing.assert_allclose(x["audio"].numpy(), audio, atol=1 / 32767)
 
 
 def test_nan_and_infinite_samples_are_stored_as_silence_and_full_scale():
     audio = np.array([0.5, np.nan, np.inf, -np.inf, 3.0, -3.0], np.float32)
-    clip = dict(
-        video=np.zeros((1, 2, 2, 3), np.uint8),
-        audio=audio,
-        fps=8.0,
-        sample_rate=RATE,
-        has_audio=True,
-    )
-    serialized = serialize_clip(clip, [], "c", "c.mp4")
+    serialized = serialized_audio(audio)
     pcm = parse_clip(tf.constant(serialized))["audio_pcm"].numpy()
     stored = np.frombuffer(pcm, "<i2").tolist()
     assert stored == [16384, 0, 32767, -32767, 32767, -32767]
