@@ -36,6 +36,8 @@ def _documented():
             objects[f"{module.__name__}.{name}"] = obj
             if inspect.isclass(obj):
                 for attr, member in vars(obj).items():
+                    if isinstance(member, classmethod):
+                        member = getattr(obj, attr)
                     if not attr.startswith("_") and callable(member):
                         objects[f"{module.__name__}.{name}.{attr}"] = member
     return objects

@@ -10,9 +10,15 @@ from keras_mirasol.models.combiner import TTMCombiner
 from keras_mirasol.models.parameter_count import count_parameters
 from keras_mirasol.models.preprocessor import MirasolCausalLMPreprocessor
 from keras_mirasol.models.presets import backbone_presets
+from keras_mirasol.models.pretrained_text_decoder import (
+    SUPPORTED_TEXT_BACKBONES,
+)
+from keras_mirasol.models.pretrained_text_decoder import PretrainedTextDecoder
+from keras_mirasol.models.pretrained_video_encoder import PretrainedVideoEncoder
 from keras_mirasol.models.stream import MirasolStream
 from keras_mirasol.models.text_decoder import TextDecoder
 from keras_mirasol.models.tokenizer import MirasolTokenizer
+from keras_mirasol.models.tokenizer import chat_template
 from keras_mirasol.models.tokenizer import train_tokenizer
 from keras_mirasol.models.video_encoder import VideoEncoder
 
@@ -24,12 +30,16 @@ __all__ = [
     "MirasolStream",
     "MirasolTokenizer",
     "NextSnippetLatentLoss",
+    "PretrainedTextDecoder",
+    "PretrainedVideoEncoder",
+    "SUPPORTED_TEXT_BACKBONES",
     "TTMCombiner",
     "TextDecoder",
     "TimeAlignedDecoder",
     "TransformerCombiner",
     "VideoEncoder",
     "backbone_presets",
+    "chat_template",
     "count_parameters",
     "train_tokenizer",
 ]

@@ -16,6 +16,12 @@ from keras_mirasol.models.input_checks import check_backbone_inputs
 from keras_mirasol.models.layouts import check_layouts
 from keras_mirasol.models.layouts import layout_map
 from keras_mirasol.models.presets import backbone_presets
+from keras_mirasol.models.pretrained_parts import check_pretrained_parts
+from keras_mirasol.models.pretrained_parts import freeze_parts
+from keras_mirasol.models.pretrained_parts import pretrained_text_decoder
+from keras_mirasol.models.pretrained_parts import pretrained_video_encoder
+from keras_mirasol.models.pretrained_text_decoder import PretrainedTextDecoder
+from keras_mirasol.models.pretrained_video_encoder import PretrainedVideoEncoder
 from keras_mirasol.models.safe_loading import check_config
 from keras_mirasol.models.safe_loading import check_config_keys
 from keras_mirasol.models.safe_loading import check_preset
@@ -141,6 +147,14 @@ class MirasolBackbone(keras_hub.models.Backbone):
             cost of about one more forward pass of those parts. Outputs
             and gradients are unchanged; inference is unaffected.
             Defaults to `False`.
+        video_encoder: a `PretrainedVideoEncoder` (or its serialized
+            config) in place of Mirasol's own video encoder; `num_frames`
+            and `image_size` must fit it. Usually set by
+            `from_components()`. Defaults to `None` (Mirasol's own).
+        text_decoder: a `PretrainedTextDecoder` (or its serialized
+            config) in place of Mirasol's own text decoder;
+            `vocabulary_size` must be its vocabulary size. Usually set by
+            `from_components()`. Defaults to `None` (Mirasol's own).
         dtype: string or `keras.mixed_precision.DTypePolicy`. The dtype to
             use for model computations and weights. Softmax and layer
             normalization always compute in float32. Defaults to `None`,
@@ -218,27 +232,43 @@ class MirasolBackbone(keras_hub.models.Backbone):
         dropout=0.0,
         layer_norm_epsilon=1e-6,
         remat=False,
+        video_encoder=None,
+        text_decoder=None,
         dtype=None,
         **kwargs,
     ):
-        _check_distribution(
-            {k: v for k, v in locals().items() if k in _CONFIG_ARGS}
-        )
         if isinstance(image_size, int):
             image_size = (image_size, image_size)
         image_size = tuple(image_size)
+        video_encoder = pretrained_video_encoder(video_encoder, num_snippets)
+        text_decoder = pretrained_text_decoder(
+            text_decoder, cross_attention_every, dropout, layer_norm_epsilon
+        )
+        check_pretrained_parts(
+            video_encoder,
+            text_decoder,
+            num_frames=num_frames,
+            image_size=image_size,
+            vocabulary_size=vocabulary_size,
+        )
+        if video_encoder is None and text_decoder is None:
+            _check_distribution(
+                {k: v for k, v in locals().items() if k in _CONFIG_ARGS}
+            )
         if combiner_type not in COMBINER_TYPES:
             raise ValueError(
                 f"`combiner_type` must be one of {COMBINER_TYPES}, got "
                 f"{combiner_type!r}."
             )
+        pretrained = {"video": video_encoder, "text": text_decoder}
         for prefix, dim, heads in (
             ("video", video_hidden_dim, video_num_heads),
             ("audio", audio_hidden_dim, audio_num_heads),
             ("av", av_hidden_dim, av_num_heads),
             ("text", text_hidden_dim, text_num_heads),
         ):
-            if prefix != "audio" or use_audio:
+            own = pretrained.get(prefix) is None
+            if own and (prefix != "audio" or use_audio):
                 check_divisible(
                     f"{prefix}_hidden_dim",
                     dim,
@@ -251,21 +281,23 @@ class MirasolBackbone(keras_hub.models.Backbone):
         )
 
         # === Layers ===
-        self.video_encoder = VideoEncoder(
-            num_frames=num_frames,
-            num_snippets=num_snippets,
-            image_size=image_size,
-            tubelet_size=tubelet_size,
-            hidden_dim=video_hidden_dim,
-            num_layers=video_num_layers,
-            num_heads=video_num_heads,
-            intermediate_dim=video_intermediate_dim,
-            dropout=dropout,
-            layer_norm_epsilon=layer_norm_epsilon,
-            remat=remat,
-            dtype=dtype,
-            name="video_encoder",
-        )
+        self.video_encoder = video_encoder
+        if video_encoder is None:
+            self.video_encoder = VideoEncoder(
+                num_frames=num_frames,
+                num_snippets=num_snippets,
+                image_size=image_size,
+                tubelet_size=tubelet_size,
+                hidden_dim=video_hidden_dim,
+                num_layers=video_num_layers,
+                num_heads=video_num_heads,
+                intermediate_dim=video_intermediate_dim,
+                dropout=dropout,
+                layer_norm_epsilon=layer_norm_epsilon,
+                remat=remat,
+                dtype=dtype,
+                name="video_encoder",
+            )
         self.audio_encoder = None
         if use_audio:
             self.audio_encoder = AudioEncoder(
@@ -324,20 +356,22 @@ class MirasolBackbone(keras_hub.models.Backbone):
             dtype=dtype,
             name="latent_prediction",
         )
-        self.text_decoder = TextDecoder(
-            vocabulary_size=vocabulary_size,
-            max_sequence_length=max_sequence_length,
-            hidden_dim=text_hidden_dim,
-            num_layers=text_num_layers,
-            num_heads=text_num_heads,
-            intermediate_dim=text_intermediate_dim,
-            cross_attention_every=cross_attention_every,
-            tie_word_embeddings=tie_word_embeddings,
-            dropout=dropout,
-            layer_norm_epsilon=layer_norm_epsilon,
-            dtype=dtype,
-            name="text_decoder",
-        )
+        self.text_decoder = text_decoder
+        if text_decoder is None:
+            self.text_decoder = TextDecoder(
+                vocabulary_size=vocabulary_size,
+                max_sequence_length=max_sequence_length,
+                hidden_dim=text_hidden_dim,
+                num_layers=text_num_layers,
+                num_heads=text_num_heads,
+                intermediate_dim=text_intermediate_dim,
+                cross_attention_every=cross_attention_every,
+                tie_word_embeddings=tie_word_embeddings,
+                dropout=dropout,
+                layer_norm_epsilon=layer_norm_epsilon,
+                dtype=dtype,
+                name="text_decoder",
+            )
 
         # === Functional Model ===
         inputs = {
@@ -364,6 +398,13 @@ class MirasolBackbone(keras_hub.models.Backbone):
         sequence_output = self.text_decoder(
             inputs["token_ids"], av_latents, inputs["padding_mask"]
         )
+        # A `trainable` argument (a saved config's) sets every layer; the
+        # pretrained parts that were frozen stay frozen.
+        frozen = [
+            part.backbone
+            for part in (video_encoder, text_decoder)
+            if part is not None and not part.backbone.trainable
+        ]
         super().__init__(
             inputs=inputs,
             outputs={
@@ -374,6 +415,8 @@ class MirasolBackbone(keras_hub.models.Backbone):
             dtype=dtype,
             **kwargs,
         )
+        for part in frozen:
+            part.trainable = False
 
         # === Config ===
         self.vocabulary_size = vocabulary_size
@@ -600,6 +643,15 @@ class MirasolBackbone(keras_hub.models.Backbone):
                 "remat": self.remat,
             }
         )
+        # Pretrained parts carry their own configs (and the keras-hub
+        # backbones inside them); Mirasol's own parts are built from the
+        # values above.
+        for name in ("video_encoder", "text_decoder"):
+            part = getattr(self, name)
+            if isinstance(
+                part, (PretrainedVideoEncoder, PretrainedTextDecoder)
+            ):
+                config[name] = keras.layers.serialize(part)
         return config
 
     @classmethod
@@ -679,6 +731,133 @@ class MirasolBackbone(keras_hub.models.Backbone):
         if policy:
             kwargs["dtype"] = policy
         return super().from_preset(preset, load_weights=load_weights, **kwargs)
+
+    @classmethod
+    def from_components(
+        cls,
+        video_encoder=None,
+        text_decoder=None,
+        base="mirasol_small",
+        video_spatial_pool=1,
+        freeze=(),
+        **kwargs,
+    ):
+        """A Mirasol model around pretrained keras-hub parts.
+
+        The parts given replace Mirasol's own: a `VideoPrismBackbone` runs
+        on each snippet (`PretrainedVideoEncoder`), a decoder-only language
+        model becomes the text decoder with gated cross-attention to the
+        latents inserted (`PretrainedTextDecoder`: at initialisation its
+        logits are exactly the language model's). The other parts (audio
+        encoder, Combiner, time-aligned model, and any part not given) are
+        Mirasol's own, sized by the built-in preset `base` and `kwargs`.
+        The config values that describe a pretrained part (`num_frames`,
+        `image_size`, `vocabulary_size`, `video_*`, `text_*`) are taken
+        from it. `save_to_preset` saves the whole model, the parts'
+        weights included, and `from_preset` loads it without keras-hub
+        downloads.
+
+        Args:
+            video_encoder: a video-only `keras_hub.models.VideoPrismBackbone`
+                or None. Its `num_frames` frames make one snippet, so a
+                clip has `num_snippets * num_frames` frames. Defaults to
+                `None` (Mirasol's own `VideoEncoder`).
+            text_decoder: a text-only keras-hub backbone among
+                `SUPPORTED_TEXT_BACKBONES` (`Gemma3Backbone`,
+                `Qwen3Backbone`, ...) or None. Its tokenizer is the one to
+                build the preprocessor with. Defaults to `None` (Mirasol's
+                own `TextDecoder`).
+            base: str. Built-in preset that sizes Mirasol's own parts.
+                Defaults to `"mirasol_small"`.
+            video_spatial_pool: int. Average-pool the video model's patch
+                grid by this factor (see `PretrainedVideoEncoder`).
+                Defaults to `1`.
+            freeze: tuple of str. Parts whose pretrained weights do not
+                train: `"video_encoder"`, `"text_decoder"` (the language
+                model; its inserted cross-attention blocks still train).
+                Defaults to `()`.
+            **kwargs: other config values, e.g. `num_snippets=8`,
+                `combiner_type="ttm"`, `cross_attention_every=2`,
+                `use_audio=False`, `max_sequence_length=64`.
+
+        Returns:
+            `MirasolBackbone`.
+
+        Example:
+        ```python
+        import keras_hub
+
+        # Tiny random parts; real ones come from
+        # VideoPrismBackbone.from_preset("videoprism_public_v1_base") and
+        # Gemma3Backbone.from_preset("gemma3_instruct_270m").
+        video = keras_hub.models.VideoPrismBackbone(
+            num_frames=2, patch_size=8, hidden_dim=16, intermediate_dim=32,
+            num_heads=2, num_spatial_layers=1, num_temporal_layers=1,
+            num_auxiliary_layers=0, image_shape=(32, 32, 3),
+        )
+        text = keras_hub.models.Gemma3Backbone(
+            vocabulary_size=100, image_size=16, num_layers=2,
+            num_query_heads=2, num_key_value_heads=1, hidden_dim=32,
+            intermediate_dim=64, head_dim=16,
+        )
+        backbone = keras_mirasol.models.MirasolBackbone.from_components(
+            video_encoder=video,
+            text_decoder=text,
+            base="mirasol_tiny",
+            num_snippets=4,
+            combiner_type="ttm",
+            freeze=("video_encoder", "text_decoder"),
+        )
+        # 4 snippets of 2 frames, each 2 x 4 x 4 VideoPrism patch tokens.
+        video_clip = np.zeros((1, 8, 32, 32, 3))
+        backbone.video_encoder(video_clip).shape  # (1, 4, 32, 16)
+        ```
+        """
+        if base not in backbone_presets:
+            raise ValueError(
+                f"Unknown base preset {base!r}; built-in presets are "
+                f"{sorted(backbone_presets)}."
+            )
+        check_config_keys(cls, kwargs, "in the arguments of from_components()")
+        config = {**backbone_presets[base]["config"], **kwargs}
+        if video_encoder is not None:
+            video_encoder = pretrained_video_encoder(
+                video_encoder, config["num_snippets"], video_spatial_pool
+            )
+            prism = video_encoder.backbone
+            config.update(
+                num_frames=video_encoder.num_frames,
+                image_size=video_encoder.image_size,
+                video_hidden_dim=prism.hidden_dim,
+                video_num_layers=(
+                    prism.num_spatial_layers + prism.num_temporal_layers
+                ),
+                video_num_heads=prism.num_heads,
+                video_intermediate_dim=prism.intermediate_dim,
+                video_encoder=video_encoder,
+            )
+        if text_decoder is not None:
+            text_decoder = pretrained_text_decoder(
+                text_decoder,
+                config["cross_attention_every"],
+                config["dropout"],
+                config["layer_norm_epsilon"],
+            )
+            language_model = text_decoder.backbone
+            config.update(
+                vocabulary_size=language_model.vocabulary_size,
+                text_hidden_dim=language_model.hidden_dim,
+                text_num_layers=language_model.num_layers,
+                text_num_heads=language_model.num_query_heads,
+                text_intermediate_dim=language_model.intermediate_dim,
+                tie_word_embeddings=getattr(
+                    language_model, "tie_word_embeddings", True
+                ),
+                text_decoder=text_decoder,
+            )
+        backbone = cls(**config)
+        freeze_parts(backbone, freeze)
+        return backbone
 
 
 # The constructor arguments that make up a backbone's config.

@@ -333,11 +333,11 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
         Args:
             token_ids: int `[B, l]`, the tokens at positions
                 `[cache_update_index, cache_update_index + l)`.
-            cache: dict from `build_cache()`: `self_attention`
-                `[B, L_t, 2, max_length, heads, head_dim]`, `cross_attention`
-                `[B, L_x, 2, T * m, heads, head_dim]`, `av_latents`, and
-                optionally `av_padding_mask` `[B, T * m]` (latents the
-                text may read; a stream's window before it fills).
+            cache: dict from `build_cache()`: the text decoder's caches
+                (`self_attention`, `cross_attention`; see its
+                `init_cache()`), `av_latents`, and optionally
+                `av_padding_mask` `[B, T * m]` (latents the text may read;
+                a stream's window before it fills).
             cache_update_index: int or int tensor. Position of
                 `token_ids[:, 0]`.
             cross_attention_cache_update_index: `0` to compute the
@@ -349,38 +349,13 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
             `(logits [B, l, vocab], hidden_states [B, l, D_t], cache)`.
         """
         decoder = self.backbone.text_decoder
-        x = decoder.embed(token_ids, start_index=cache_update_index)
-        self_caches = []
-        cross_caches = []
-        for i, block in enumerate(decoder.blocks):
-            self_cache = cache["self_attention"][:, i, ...]
-            if decoder.has_cross_attention(i):
-                x, self_cache, cross_cache = block(
-                    x,
-                    encoder_sequence=cache["av_latents"],
-                    encoder_padding_mask=cache.get("av_padding_mask"),
-                    self_attention_cache=self_cache,
-                    self_attention_cache_update_index=cache_update_index,
-                    cross_attention_cache=cache["cross_attention"][
-                        :, len(cross_caches), ...
-                    ],
-                    cross_attention_cache_update_index=(
-                        cross_attention_cache_update_index
-                    ),
-                )
-                cross_caches.append(cross_cache)
-            else:
-                x, self_cache = block(
-                    x,
-                    self_attention_cache=self_cache,
-                    self_attention_cache_update_index=cache_update_index,
-                )
-            self_caches.append(self_cache)
-        hidden_states = decoder.final_norm(x)
+        hidden_states, cache = decoder.call_with_cache(
+            token_ids,
+            cache,
+            cache_update_index,
+            cross_attention_cache_update_index,
+        )
         logits = decoder.token_embedding(hidden_states, reverse=True)
-        cache = dict(cache, self_attention=ops.stack(self_caches, axis=1))
-        if cross_attention_cache_update_index is not None:
-            cache["cross_attention"] = ops.stack(cross_caches, axis=1)
         return logits, hidden_states, cache
 
     def build_cache(self, token_ids, av_latents, av_padding_mask=None):
@@ -395,38 +370,14 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
         Returns:
             `(hidden_states [B, max_length, D_t], cache)`.
         """
-        decoder = self.backbone.text_decoder
         batch_size, max_length = ops.shape(token_ids)
-        num_heads = decoder.num_heads
-        head_dim = decoder.hidden_dim // num_heads
-        num_cross = sum(
-            decoder.has_cross_attention(i) for i in range(decoder.num_layers)
+        cache = self.backbone.text_decoder.init_cache(
+            batch_size,
+            max_length,
+            ops.shape(av_latents)[1],
+            self.compute_dtype,
         )
-        cache = {
-            "self_attention": ops.zeros(
-                (
-                    batch_size,
-                    decoder.num_layers,
-                    2,
-                    max_length,
-                    num_heads,
-                    head_dim,
-                ),
-                dtype=self.compute_dtype,
-            ),
-            "cross_attention": ops.zeros(
-                (
-                    batch_size,
-                    num_cross,
-                    2,
-                    ops.shape(av_latents)[1],
-                    num_heads,
-                    head_dim,
-                ),
-                dtype=self.compute_dtype,
-            ),
-            "av_latents": av_latents,
-        }
+        cache["av_latents"] = av_latents
         if av_padding_mask is not None:
             cache["av_padding_mask"] = av_padding_mask
         _, hidden_states, cache = self.call_with_cache(

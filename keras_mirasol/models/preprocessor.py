@@ -42,7 +42,9 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
     batched or unbatched.
 
     Args:
-        tokenizer: `MirasolTokenizer`.
+        tokenizer: `MirasolTokenizer`, or the keras-hub tokenizer of a
+            pretrained text decoder (`Gemma3Tokenizer`, ...). It needs end
+            and padding tokens; a start token is used when it has one.
         sequence_length: int. Packed text length. Defaults to `32`.
         num_frames: int. Frames per clip. Defaults to `16`.
         frame_size: int or `(H, W)`. The backbone's `image_size`.
@@ -53,6 +55,12 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
         use_audio: bool. Whether the model takes audio. Defaults to `True`.
         random_window: bool. Random clip window in `call()` (training).
             Defaults to `False`.
+        prompt_template: str or None. A template with one `{prompt}`,
+            wrapped around every prompt before tokenizing: a pretrained
+            instruction-tuned text decoder's chat format (for Gemma, the
+            prompt as the user's turn followed by the start of the
+            model's turn), which `chat_template(tokenizer)` gives.
+            Defaults to `None` (prompts as they are).
 
     Call arguments:
         x: dict with `video`, `audio` (if `use_audio`), `prompts`,
@@ -78,11 +86,20 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
         audio_sample_rate=16000,
         use_audio=True,
         random_window=False,
+        prompt_template=None,
         **kwargs,
     ):
         super().__init__(
             tokenizer=tokenizer, sequence_length=sequence_length, **kwargs
         )
+        if prompt_template is not None and (
+            prompt_template.count("{prompt}") != 1
+        ):
+            raise ValueError(
+                "`prompt_template` must contain `{prompt}` exactly once, "
+                f"got {prompt_template!r}."
+            )
+        self.prompt_template = prompt_template
         if isinstance(frame_size, int):
             frame_size = (frame_size, frame_size)
         self.num_frames = num_frames
@@ -103,9 +120,11 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
                 (`max_sequence_length`), `num_frames`, `frame_size`
                 (`image_size`), `num_audio_samples`, `audio_sample_rate`
                 and `use_audio`.
-            tokenizer: `MirasolTokenizer`.
+            tokenizer: `MirasolTokenizer`, or the keras-hub tokenizer of
+                a pretrained text decoder (e.g. `Gemma3Tokenizer`).
             **kwargs: other constructor arguments, e.g.
-                `random_window=True`.
+                `random_window=True`, `prompt_template=chat_template(
+                tokenizer)`.
         """
         return cls(
             tokenizer=tokenizer,
@@ -173,7 +192,9 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
         """
         tokenizer = self.tokenizer
         batch = prompts.nrows()
-        specials = 1 + int(add_end)
+        # Tokenizers without a start token (Qwen's) start with the prompt.
+        start_id = getattr(tokenizer, "start_token_id", None)
+        specials = int(start_id is not None) + int(add_end)
         response_room = sequence_length - specials
         response_lengths = responses.row_lengths()
         responses = responses[:, :response_room]
@@ -186,13 +207,15 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
             kept.row_lengths() < prompts.row_lengths(),
             response_lengths > response_room,
         )
-        start = tf.fill([batch, 1], tf.cast(tokenizer.start_token_id, "int32"))
-        pieces = [start, tf.cast(kept, "int32"), tf.cast(responses, "int32")]
+        pieces = [tf.cast(kept, "int32"), tf.cast(responses, "int32")]
         segments = [
-            tf.zeros_like(start),
             tf.zeros_like(tf.cast(kept, "int32")),
             tf.ones_like(tf.cast(responses, "int32")),
         ]
+        if start_id is not None:
+            start = tf.fill([batch, 1], tf.cast(start_id, "int32"))
+            pieces.insert(0, start)
+            segments.insert(0, tf.zeros_like(start))
         if add_end:
             end = tf.fill([batch, 1], tf.cast(tokenizer.end_token_id, "int32"))
             pieces.append(end)
@@ -223,6 +246,21 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
         if isinstance(tokens, tf.Tensor):
             tokens = tf.RaggedTensor.from_tensor(tokens)
         return tokens
+
+    def format_prompts(self, prompts):
+        """`prompts` inside `prompt_template` (as they are without one).
+
+        Args:
+            prompts: str, list of str or string tensor.
+
+        Returns:
+            string tensor of the shape of `prompts`.
+        """
+        prompts = tf.convert_to_tensor(prompts, tf.string)
+        if self.prompt_template is None:
+            return prompts
+        before, after = self.prompt_template.split("{prompt}")
+        return tf.strings.join([before, prompts, after])
 
     # --- entry points ----------------------------------------------------
 
@@ -256,7 +294,7 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
         if training and self.random_window:
             offset = tf.random.uniform([])
         media = self.prepare_media(x, offset)
-        prompts = self.tokenize(x["prompts"], batch_size)
+        prompts = self.tokenize(self.format_prompts(x["prompts"]), batch_size)
         responses = self.tokenize(x.get("responses", ""), batch_size)
         token_ids, segment_ids, cut = self.pack(
             prompts, responses, sequence_length, add_end=training
@@ -317,7 +355,7 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
             def pack_prompts(texts):
                 batch_size = tf.size(texts)
                 token_ids, _, cut = self.pack(
-                    self.tokenize(texts, batch_size),
+                    self.tokenize(self.format_prompts(texts), batch_size),
                     self.tokenize("", batch_size),
                     sequence_length,
                     add_end=False,
@@ -428,6 +466,7 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
                 "audio_sample_rate": self.audio_sample_rate,
                 "use_audio": self.use_audio,
                 "random_window": self.random_window,
+                "prompt_template": self.prompt_template,
             }
         )
         return config

@@ -197,6 +197,106 @@ class TextDecoder(keras.layers.Layer):
             )
         return self.final_norm(x)
 
+    def init_cache(self, batch_size, max_length, num_latents, dtype):
+        """Empty key/value caches for `call_with_cache`.
+
+        Args:
+            batch_size: int or int tensor.
+            max_length: int or int tensor. Token positions.
+            num_latents: int or int tensor. Latents `S` per clip.
+            dtype: str. The cache dtype (the model's compute dtype).
+
+        Returns:
+            dict: `self_attention` `[B, L_t, 2, max_length, heads,
+            head_dim]` and `cross_attention` `[B, L_x, 2, S, heads,
+            head_dim]`.
+        """
+        head_dim = self.hidden_dim // self.num_heads
+        num_cross = sum(
+            self.has_cross_attention(i) for i in range(self.num_layers)
+        )
+        return {
+            "self_attention": ops.zeros(
+                (
+                    batch_size,
+                    self.num_layers,
+                    2,
+                    max_length,
+                    self.num_heads,
+                    head_dim,
+                ),
+                dtype=dtype,
+            ),
+            "cross_attention": ops.zeros(
+                (
+                    batch_size,
+                    num_cross,
+                    2,
+                    num_latents,
+                    self.num_heads,
+                    head_dim,
+                ),
+                dtype=dtype,
+            ),
+        }
+
+    def call_with_cache(
+        self,
+        token_ids,
+        cache,
+        cache_update_index,
+        cross_attention_cache_update_index=None,
+    ):
+        """Decode `token_ids` at `cache_update_index` with the caches.
+
+        Args:
+            token_ids: int `[B, l]`, the tokens at positions
+                `[cache_update_index, cache_update_index + l)`.
+            cache: dict from `init_cache()`, plus `av_latents` and
+                optionally `av_padding_mask` `[B, S]` (latents the text
+                may read).
+            cache_update_index: int or int tensor. Position of
+                `token_ids[:, 0]`.
+            cross_attention_cache_update_index: `0` to compute the
+                cross-attention keys/values of `av_latents` into the cache
+                (once per clip); `None` to reuse them. Defaults to `None`.
+
+        Returns:
+            `(hidden_states [B, l, D_t], cache)`.
+        """
+        x = self.embed(token_ids, start_index=cache_update_index)
+        self_caches = []
+        cross_caches = []
+        for i, block in enumerate(self.blocks):
+            self_cache = cache["self_attention"][:, i, ...]
+            if self.has_cross_attention(i):
+                x, self_cache, cross_cache = block(
+                    x,
+                    encoder_sequence=cache["av_latents"],
+                    encoder_padding_mask=cache.get("av_padding_mask"),
+                    self_attention_cache=self_cache,
+                    self_attention_cache_update_index=cache_update_index,
+                    cross_attention_cache=cache["cross_attention"][
+                        :, len(cross_caches), ...
+                    ],
+                    cross_attention_cache_update_index=(
+                        cross_attention_cache_update_index
+                    ),
+                )
+                cross_caches.append(cross_cache)
+            else:
+                x, self_cache = block(
+                    x,
+                    self_attention_cache=self_cache,
+                    self_attention_cache_update_index=cache_update_index,
+                )
+            self_caches.append(self_cache)
+        hidden_states = self.final_norm(x)
+        cache = dict(cache, self_attention=ops.stack(self_caches, axis=1))
+        if cross_attention_cache_update_index is not None:
+            cache["cross_attention"] = ops.stack(cross_caches, axis=1)
+        return hidden_states, cache
+
     def compute_output_shape(
         self, token_ids_shape, av_latents_shape, padding_mask_shape=None
     ):

@@ -133,3 +133,55 @@ def train_tokenizer(
         with open(output_path, "wb") as file:
             file.write(proto)
     return proto
+
+
+# Instruction-tuned keras-hub language models' prompt formats, by
+# tokenizer class.
+CHAT_TEMPLATES = {
+    "Gemma3Tokenizer": (
+        "<start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
+    ),
+    "Qwen3Tokenizer": (
+        "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+    ),
+}
+
+
+def chat_template(tokenizer):
+    """The chat prompt format of a pretrained text decoder's tokenizer.
+
+    For `MirasolCausalLMPreprocessor(prompt_template=...)` when the text
+    decoder is an instruction-tuned model (`gemma3_instruct_270m`): the
+    question goes where the model was tuned to read a user's turn, and
+    the answer is generated as the model's turn.
+
+    Args:
+        tokenizer: a keras-hub tokenizer.
+
+    Returns:
+        str with one `{prompt}`.
+
+    Raises:
+        ValueError: for a tokenizer with no known chat format.
+
+    Example:
+    ```python
+    # tokenizer = keras_hub.tokenizers.Gemma3Tokenizer.from_preset(
+    #     "gemma3_instruct_270m")
+    # MirasolCausalLMPreprocessor.from_backbone(
+    #     backbone, tokenizer, prompt_template=chat_template(tokenizer))
+    template = keras_mirasol.models.tokenizer.CHAT_TEMPLATES[
+        "Gemma3Tokenizer"
+    ]
+    template.format(prompt="what colour is the square?")
+    ```
+    """
+    for cls in type(tokenizer).__mro__:
+        if cls.__name__ in CHAT_TEMPLATES:
+            return CHAT_TEMPLATES[cls.__name__]
+    raise ValueError(
+        f"No chat format is known for a {type(tokenizer).__name__}; known: "
+        f"{', '.join(CHAT_TEMPLATES)}. Pass `prompt_template` yourself, a "
+        "string with one `{prompt}`, or none for a model that is not "
+        "instruction-tuned."
+    )
