@@ -343,7 +343,17 @@ def complete_steps(backup):
 
 
 @pytest.mark.one_backend
-@pytest.mark.parametrize("backend", ["jax", "tensorflow", "torch"])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "jax",
+        # The same checkpoint code on the other backends: 4-5 minutes of
+        # subprocesses, run with `-m large` (passed at the last change of
+        # the checkpoint code).
+        pytest.param("tensorflow", marks=pytest.mark.large),
+        pytest.param("torch", marks=pytest.mark.large),
+    ],
+)
 def test_a_killed_train_process_resumes_to_the_uninterrupted_weights(
     avqa_records, tmp_path, backend
 ):
