@@ -126,7 +126,12 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
                 f"{TEXT_LOSS_REDUCTIONS}, got {text_loss_reduction!r}."
             )
         # A preset's tokenizer gets its vocabulary after the task is built.
-        if preprocessor is not None and preprocessor.tokenizer.proto:
+        tokenizer = getattr(preprocessor, "tokenizer", None)
+        # SentencePiece tokenizers hold `proto`, BPE ones `vocabulary`.
+        loaded = getattr(tokenizer, "proto", None) or getattr(
+            tokenizer, "vocabulary", None
+        )
+        if loaded:
             vocabulary = preprocessor.tokenizer.vocabulary_size()
             if vocabulary > backbone.vocabulary_size:
                 raise ValueError(

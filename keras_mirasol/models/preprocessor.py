@@ -444,10 +444,10 @@ class MirasolCausalLMPreprocessor(keras_hub.models.CausalLMPreprocessor):
             tokens.
         """
         token_ids = np.asarray(keras.ops.convert_to_numpy(x["token_ids"]))
-        unknown = self.tokenizer.token_to_id("<unk>")
-        token_ids = np.where(
-            token_ids < self.tokenizer.vocabulary_size(), token_ids, unknown
-        )
+        known = token_ids < self.tokenizer.vocabulary_size()
+        if not known.all():
+            unknown = self.tokenizer.token_to_id("<unk>")
+            token_ids = np.where(known, token_ids, unknown)
         x = {
             "token_ids": token_ids,
             "padding_mask": np.asarray(

@@ -404,3 +404,36 @@ def test_prompt_template_wraps_prompts_and_tokenizers_without_start():
     )
     with pytest.raises(ValueError, match="No chat format"):
         chat_template(MirasolTokenizer(proto=DEFAULT_VOCABULARY))
+
+
+def test_a_stream_encodes_each_snippet_through_video_prism():
+    # A live stream over a model with pretrained parts: VideoPrism on each
+    # appended snippet, the latents equal to the offline model's, and the
+    # text read through the language model's caches.
+    keras.utils.set_random_seed(0)
+    backbone = from_components(combiner_type="ttm")
+    open_gates(backbone.text_decoder)
+    lm = MirasolCausalLM(backbone)
+    x = inputs_for(backbone, batch_size=1)
+    _, offline = backbone.encode_media(x["video"], x["audio"])
+    offline = to_numpy(offline)
+    stream = lm.stream(batch_size=1)
+    frames, samples = stream.frames_per_snippet, stream.samples_per_snippet
+    for t in range(backbone.num_snippets):
+        stream.append(
+            x["video"][:, t * frames : (t + 1) * frames],
+            x["audio"][:, t * samples : (t + 1) * samples],
+        )
+    np.testing.assert_allclose(to_numpy(stream.av_latents), offline, atol=1e-4)
+    prompt = x["token_ids"][:, :4]
+    token_ids = np.concatenate([prompt, np.zeros((1, 4), "int32")], axis=1)
+    padding_mask = np.concatenate(
+        [np.ones((1, 4), bool), np.zeros((1, 4), bool)], axis=1
+    )
+    from_stream = lm.generate_from_latents(
+        stream.av_latents, token_ids, padding_mask
+    )
+    from_clip = lm.generate_from_latents(offline, token_ids, padding_mask)
+    np.testing.assert_array_equal(
+        to_numpy(from_stream["token_ids"]), to_numpy(from_clip["token_ids"])
+    )
