@@ -10,6 +10,7 @@ from keras_mirasol.models.combiner import TTMCombiner
 from keras_mirasol.models.parameter_count import count_parameters
 from keras_mirasol.models.preprocessor import MirasolCausalLMPreprocessor
 from keras_mirasol.models.presets import backbone_presets
+from keras_mirasol.models.pretrained_audio_encoder import PretrainedAudioEncoder
 from keras_mirasol.models.pretrained_text_decoder import (
     SUPPORTED_TEXT_BACKBONES,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "MirasolStream",
     "MirasolTokenizer",
     "NextSnippetLatentLoss",
+    "PretrainedAudioEncoder",
     "PretrainedTextDecoder",
     "PretrainedVideoEncoder",
     "SUPPORTED_TEXT_BACKBONES",

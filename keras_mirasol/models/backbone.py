@@ -16,12 +16,14 @@ from keras_mirasol.models.input_checks import check_backbone_inputs
 from keras_mirasol.models.layouts import check_layouts
 from keras_mirasol.models.layouts import layout_map
 from keras_mirasol.models.presets import backbone_presets
+from keras_mirasol.models.pretrained_audio_encoder import WHISPER_SAMPLE_RATE
+from keras_mirasol.models.pretrained_parts import FREEZABLE_PARTS
 from keras_mirasol.models.pretrained_parts import check_pretrained_parts
 from keras_mirasol.models.pretrained_parts import freeze_parts
+from keras_mirasol.models.pretrained_parts import is_pretrained_part
+from keras_mirasol.models.pretrained_parts import pretrained_audio_encoder
 from keras_mirasol.models.pretrained_parts import pretrained_text_decoder
 from keras_mirasol.models.pretrained_parts import pretrained_video_encoder
-from keras_mirasol.models.pretrained_text_decoder import PretrainedTextDecoder
-from keras_mirasol.models.pretrained_video_encoder import PretrainedVideoEncoder
 from keras_mirasol.models.safe_loading import check_config
 from keras_mirasol.models.safe_loading import check_config_keys
 from keras_mirasol.models.safe_loading import check_preset
@@ -151,6 +153,10 @@ class MirasolBackbone(keras_hub.models.Backbone):
             config) in place of Mirasol's own video encoder; `num_frames`
             and `image_size` must fit it. Usually set by
             `from_components()`. Defaults to `None` (Mirasol's own).
+        audio_encoder: a `PretrainedAudioEncoder` (or its serialized
+            config) in place of Mirasol's own audio encoder;
+            `audio_sample_rate` must be 16000. Usually set by
+            `from_components()`. Defaults to `None` (Mirasol's own).
         text_decoder: a `PretrainedTextDecoder` (or its serialized
             config) in place of Mirasol's own text decoder;
             `vocabulary_size` must be its vocabulary size. Usually set by
@@ -233,6 +239,7 @@ class MirasolBackbone(keras_hub.models.Backbone):
         layer_norm_epsilon=1e-6,
         remat=False,
         video_encoder=None,
+        audio_encoder=None,
         text_decoder=None,
         dtype=None,
         **kwargs,
@@ -241,17 +248,30 @@ class MirasolBackbone(keras_hub.models.Backbone):
             image_size = (image_size, image_size)
         image_size = tuple(image_size)
         video_encoder = pretrained_video_encoder(video_encoder, num_snippets)
+        num_samples = audio_samples_per_clip(
+            num_frames, frame_rate, audio_sample_rate
+        )
+        audio_encoder = pretrained_audio_encoder(
+            audio_encoder, num_samples, num_snippets
+        )
         text_decoder = pretrained_text_decoder(
             text_decoder, cross_attention_every, dropout, layer_norm_epsilon
         )
         check_pretrained_parts(
             video_encoder,
+            audio_encoder,
             text_decoder,
             num_frames=num_frames,
             image_size=image_size,
+            use_audio=use_audio,
+            audio_sample_rate=audio_sample_rate,
             vocabulary_size=vocabulary_size,
         )
-        if video_encoder is None and text_decoder is None:
+        if (
+            video_encoder is None
+            and audio_encoder is None
+            and (text_decoder is None)
+        ):
             _check_distribution(
                 {k: v for k, v in locals().items() if k in _CONFIG_ARGS}
             )
@@ -260,7 +280,11 @@ class MirasolBackbone(keras_hub.models.Backbone):
                 f"`combiner_type` must be one of {COMBINER_TYPES}, got "
                 f"{combiner_type!r}."
             )
-        pretrained = {"video": video_encoder, "text": text_decoder}
+        pretrained = {
+            "video": video_encoder,
+            "audio": audio_encoder,
+            "text": text_decoder,
+        }
         for prefix, dim, heads in (
             ("video", video_hidden_dim, video_num_heads),
             ("audio", audio_hidden_dim, audio_num_heads),
@@ -276,9 +300,6 @@ class MirasolBackbone(keras_hub.models.Backbone):
                     heads,
                     f"MirasolBackbone {prefix} transformer",
                 )
-        num_samples = audio_samples_per_clip(
-            num_frames, frame_rate, audio_sample_rate
-        )
 
         # === Layers ===
         self.video_encoder = video_encoder
@@ -298,8 +319,8 @@ class MirasolBackbone(keras_hub.models.Backbone):
                 dtype=dtype,
                 name="video_encoder",
             )
-        self.audio_encoder = None
-        if use_audio:
+        self.audio_encoder = audio_encoder
+        if use_audio and audio_encoder is None:
             self.audio_encoder = AudioEncoder(
                 num_samples=num_samples,
                 num_snippets=num_snippets,
@@ -398,13 +419,11 @@ class MirasolBackbone(keras_hub.models.Backbone):
         sequence_output = self.text_decoder(
             inputs["token_ids"], av_latents, inputs["padding_mask"]
         )
-        # A `trainable` argument (a saved config's) sets every layer; the
-        # pretrained parts that were frozen stay frozen.
-        frozen = [
-            part.backbone
-            for part in (video_encoder, text_decoder)
-            if part is not None and not part.backbone.trainable
-        ]
+        # The Functional constructor would set a `trainable` argument (a
+        # saved config's) on every layer, unfreezing frozen pretrained
+        # parts and making trainable what a part keeps fixed (Whisper's
+        # positions): only a `False` is applied, after.
+        trainable = kwargs.pop("trainable", True)
         super().__init__(
             inputs=inputs,
             outputs={
@@ -415,8 +434,8 @@ class MirasolBackbone(keras_hub.models.Backbone):
             dtype=dtype,
             **kwargs,
         )
-        for part in frozen:
-            part.trainable = False
+        if not trainable:
+            self.trainable = False
 
         # === Config ===
         self.vocabulary_size = vocabulary_size
@@ -646,11 +665,9 @@ class MirasolBackbone(keras_hub.models.Backbone):
         # Pretrained parts carry their own configs (and the keras-hub
         # backbones inside them); Mirasol's own parts are built from the
         # values above.
-        for name in ("video_encoder", "text_decoder"):
+        for name in FREEZABLE_PARTS:
             part = getattr(self, name)
-            if isinstance(
-                part, (PretrainedVideoEncoder, PretrainedTextDecoder)
-            ):
+            if is_pretrained_part(part):
                 config[name] = keras.layers.serialize(part)
         return config
 
@@ -736,6 +753,7 @@ class MirasolBackbone(keras_hub.models.Backbone):
     def from_components(
         cls,
         video_encoder=None,
+        audio_encoder=None,
         text_decoder=None,
         base="mirasol_small",
         video_spatial_pool=1,
@@ -762,6 +780,10 @@ class MirasolBackbone(keras_hub.models.Backbone):
                 or None. Its `num_frames` frames make one snippet, so a
                 clip has `num_snippets * num_frames` frames. Defaults to
                 `None` (Mirasol's own `VideoEncoder`).
+            audio_encoder: a `keras_hub.models.WhisperBackbone` or None.
+                Its encoder runs on each snippet of 16 kHz audio
+                (`PretrainedAudioEncoder`). Defaults to `None` (Mirasol's
+                own `AudioEncoder`, or none with `use_audio=False`).
             text_decoder: a text-only keras-hub backbone among
                 `SUPPORTED_TEXT_BACKBONES` (`Gemma3Backbone`,
                 `Qwen3Backbone`, ...) or None. Its tokenizer is the one to
@@ -773,7 +795,8 @@ class MirasolBackbone(keras_hub.models.Backbone):
                 grid by this factor (see `PretrainedVideoEncoder`).
                 Defaults to `1`.
             freeze: tuple of str. Parts whose pretrained weights do not
-                train: `"video_encoder"`, `"text_decoder"` (the language
+                train: `"video_encoder"`, `"audio_encoder"`,
+                `"text_decoder"` (the language
                 model; its inserted cross-attention blocks still train).
                 Defaults to `()`.
             **kwargs: other config values, e.g. `num_snippets=8`,
@@ -835,6 +858,26 @@ class MirasolBackbone(keras_hub.models.Backbone):
                 video_num_heads=prism.num_heads,
                 video_intermediate_dim=prism.intermediate_dim,
                 video_encoder=video_encoder,
+            )
+        if audio_encoder is not None:
+            num_samples = audio_samples_per_clip(
+                config["num_frames"], config["frame_rate"], WHISPER_SAMPLE_RATE
+            )
+            audio_encoder = pretrained_audio_encoder(
+                audio_encoder, num_samples, config["num_snippets"]
+            )
+            whisper = audio_encoder.backbone
+            config.update(
+                audio_sample_rate=WHISPER_SAMPLE_RATE,
+                audio_num_mel_bins=whisper.num_mels,
+                audio_fft_length=audio_encoder.fft_length,
+                audio_window_length=audio_encoder.fft_length,
+                audio_hop_length=audio_encoder.hop_length,
+                audio_hidden_dim=whisper.hidden_dim,
+                audio_num_layers=whisper.num_layers,
+                audio_num_heads=whisper.num_heads,
+                audio_intermediate_dim=whisper.intermediate_dim,
+                audio_encoder=audio_encoder,
             )
         if text_decoder is not None:
             text_decoder = pretrained_text_decoder(

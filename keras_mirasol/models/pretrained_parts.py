@@ -3,11 +3,30 @@
 import keras
 import keras_hub
 
+from keras_mirasol.models.pretrained_audio_encoder import WHISPER_SAMPLE_RATE
+from keras_mirasol.models.pretrained_audio_encoder import PretrainedAudioEncoder
 from keras_mirasol.models.pretrained_text_decoder import PretrainedTextDecoder
 from keras_mirasol.models.pretrained_video_encoder import PretrainedVideoEncoder
 
 # The names `from_components(freeze=...)` takes.
-FREEZABLE_PARTS = ("video_encoder", "text_decoder")
+FREEZABLE_PARTS = ("video_encoder", "audio_encoder", "text_decoder")
+PRETRAINED_PARTS = (
+    PretrainedVideoEncoder,
+    PretrainedAudioEncoder,
+    PretrainedTextDecoder,
+)
+
+
+def is_pretrained_part(part):
+    """Whether `part` wraps a keras-hub backbone.
+
+    Args:
+        part: a layer or None.
+
+    Returns:
+        bool.
+    """
+    return isinstance(part, PRETRAINED_PARTS)
 
 
 def pretrained_video_encoder(part, num_snippets, spatial_pool=1):
@@ -33,6 +52,30 @@ def pretrained_video_encoder(part, num_snippets, spatial_pool=1):
         num_snippets=num_snippets,
         spatial_pool=spatial_pool,
         name="video_encoder",
+    )
+
+
+def pretrained_audio_encoder(part, num_samples, num_snippets):
+    """`part` as a `PretrainedAudioEncoder` named `audio_encoder`, or None.
+
+    Args:
+        part: None, a `PretrainedAudioEncoder`, a keras-hub
+            `WhisperBackbone`, or a serialized `PretrainedAudioEncoder`.
+        num_samples: int. Waveform samples per clip.
+        num_snippets: int. Snippets per clip.
+
+    Returns:
+        `PretrainedAudioEncoder` or None.
+    """
+    if part is None or isinstance(part, PretrainedAudioEncoder):
+        return part
+    if isinstance(part, dict):
+        return keras.layers.deserialize(part)
+    return PretrainedAudioEncoder(
+        part,
+        num_samples=num_samples,
+        num_snippets=num_snippets,
+        name="audio_encoder",
     )
 
 
@@ -72,15 +115,25 @@ def pretrained_text_decoder(
 
 
 def check_pretrained_parts(
-    video_encoder, text_decoder, num_frames, image_size, vocabulary_size
+    video_encoder,
+    audio_encoder,
+    text_decoder,
+    num_frames,
+    image_size,
+    use_audio,
+    audio_sample_rate,
+    vocabulary_size,
 ):
     """Check that a backbone's config fits its pretrained parts.
 
     Args:
         video_encoder: `PretrainedVideoEncoder` or None.
+        audio_encoder: `PretrainedAudioEncoder` or None.
         text_decoder: `PretrainedTextDecoder` or None.
         num_frames: int. The backbone's frames per clip.
         image_size: `(H, W)`. The backbone's frame size.
+        use_audio: bool. Whether the backbone takes audio.
+        audio_sample_rate: int. The backbone's audio rate.
         vocabulary_size: int. The backbone's vocabulary size.
 
     Raises:
@@ -99,6 +152,17 @@ def check_pretrained_parts(
             problems.append(
                 f"image_size={tuple(image_size)}, but the video encoder "
                 f"takes {tuple(video_encoder.image_size)}"
+            )
+    if audio_encoder is not None:
+        if not use_audio:
+            problems.append(
+                "use_audio=False, but an audio encoder is given (drop it, "
+                "or set use_audio=True)"
+            )
+        if audio_sample_rate != WHISPER_SAMPLE_RATE:
+            problems.append(
+                f"audio_sample_rate={audio_sample_rate}, but Whisper takes "
+                f"{WHISPER_SAMPLE_RATE} Hz"
             )
     if text_decoder is not None:
         if vocabulary_size != text_decoder.vocabulary_size:
@@ -133,9 +197,7 @@ def freeze_parts(backbone, parts):
                 f"{FREEZABLE_PARTS}."
             )
         part = getattr(backbone, name)
-        if not isinstance(
-            part, (PretrainedVideoEncoder, PretrainedTextDecoder)
-        ):
+        if not is_pretrained_part(part):
             raise ValueError(
                 f"Cannot freeze {name!r}: it is Mirasol's own "
                 f"{type(part).__name__}, trained from scratch. Freeze "

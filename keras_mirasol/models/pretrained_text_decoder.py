@@ -11,9 +11,11 @@ from keras_mirasol.models.text_decoder import share_latents
 def deserialize_backbone(config):
     """A keras-hub backbone from its serialized config, frozen if it was.
 
-    keras-hub's `Backbone.from_config` passes `trainable=False` to the
-    Functional constructor, which does not keep it; a frozen part must
-    stay frozen when a saved Mirasol model is loaded.
+    keras-hub's `Backbone.from_config` passes the saved `trainable` to the
+    Functional constructor, which sets it on every layer: a frozen part
+    would come back trainable, and a `True` would make trainable what the
+    model keeps fixed (Whisper's sinusoidal positions). The flag is
+    applied here instead, only when it freezes.
 
     Args:
         config: dict from `keras.layers.serialize(backbone)`.
@@ -21,8 +23,11 @@ def deserialize_backbone(config):
     Returns:
         the keras-hub backbone.
     """
-    backbone = keras.layers.deserialize(config)
-    backbone.trainable = config.get("config", {}).get("trainable", True)
+    inner = dict(config.get("config", {}))
+    trainable = inner.pop("trainable", True)
+    backbone = keras.layers.deserialize(dict(config, config=inner))
+    if not trainable:
+        backbone.trainable = False
     return backbone
 
 

@@ -18,6 +18,7 @@ from keras_mirasol.models import MirasolBackbone
 from keras_mirasol.models import MirasolCausalLM
 from keras_mirasol.models import MirasolCausalLMPreprocessor
 from keras_mirasol.models import MirasolTokenizer
+from keras_mirasol.models import PretrainedAudioEncoder
 from keras_mirasol.models import PretrainedVideoEncoder
 from keras_mirasol.models import chat_template
 from keras_mirasol.models.causal_lm import DEFAULT_VOCABULARY
@@ -40,6 +41,17 @@ def tiny_video_prism(num_frames=2):
         num_temporal_layers=1,
         num_auxiliary_layers=0,
         image_shape=(16, 16, 3),
+    )
+
+
+def tiny_whisper():
+    return keras_hub.models.WhisperBackbone(
+        vocabulary_size=VOCABULARY,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        num_mels=80,
     )
 
 
@@ -218,6 +230,55 @@ def test_video_features_per_snippet_equal_video_prism_on_that_snippet():
         )
 
 
+def test_audio_features_per_snippet_equal_whisper_on_that_snippet():
+    # Each 1 s snippet's tokens are what keras-hub's own pipeline gives
+    # for that snippet alone: WhisperAudioConverter's log-mel features,
+    # then WhisperBackbone's encoder.
+    keras.utils.set_random_seed(0)
+    whisper = tiny_whisper()
+    encoder = PretrainedAudioEncoder(whisper, num_samples=64000, num_snippets=4)
+    audio = np.random.default_rng(0).normal(size=(2, 64000))
+    audio = (0.1 * audio).astype("float32")
+    tokens = to_numpy(encoder(audio))
+    assert tokens.shape == (2, 4, 50, 16)
+    converter = keras_hub.layers.WhisperAudioConverter(
+        num_mels=80, max_audio_length=1
+    )
+    for snippet in range(4):
+        alone = audio[:, snippet * 16000 : (snippet + 1) * 16000]
+        features = np.asarray(to_numpy(converter(alone)))
+        expected = whisper(
+            {
+                "encoder_features": features,
+                "decoder_token_ids": np.ones((2, 1), "int32"),
+                "decoder_padding_mask": np.ones((2, 1), "int32"),
+            }
+        )["encoder_sequence_output"]
+        np.testing.assert_allclose(
+            tokens[:, snippet], to_numpy(expected), atol=1e-4
+        )
+
+
+def test_all_three_parts_train_with_whisper_frozen():
+    keras.utils.set_random_seed(0)
+    backbone = from_components(
+        audio_encoder=tiny_whisper(), freeze=("audio_encoder",)
+    )
+    assert backbone.audio_sample_rate == 16000
+    assert backbone.num_audio_samples == 16000  # 8 frames at 8 fps
+    whisper = backbone.audio_encoder.backbone
+    before = [to_numpy(w) for w in whisper.weights]
+    lm = MirasolCausalLM(backbone)
+    lm.compile(optimizer=keras.optimizers.Adam(1e-2))
+    x = inputs_for(backbone)
+    history = lm.fit(x, np.roll(x["token_ids"], -1, axis=1), epochs=2)
+    assert np.isfinite(history.history["loss"]).all()
+    for w, value in zip(whisper.weights, before):
+        np.testing.assert_array_equal(to_numpy(w), value, w.path)
+    with pytest.raises(ValueError, match="use_audio=False, but an audio"):
+        from_components(audio_encoder=tiny_whisper(), use_audio=False)
+
+
 def test_from_components_takes_its_config_from_the_parts():
     prism = tiny_video_prism()
     gemma = tiny_gemma3(vocabulary_size=50)
@@ -305,12 +366,13 @@ def test_frozen_parts_get_no_updates_in_fit():
 
 
 def test_preset_round_trip_keeps_parts_frozen_state_and_tokenizer():
-    # A preset holds everything: the keras-hub parts' configs and
+    # A preset holds everything: the three keras-hub parts' configs and
     # weights, which parts are frozen, the Gemma tokenizer and the chat
     # template; it loads with no keras-hub download.
     keras.utils.set_random_seed(0)
     tokenizer = tiny_gemma3_tokenizer()
     backbone = from_components(
+        audio_encoder=tiny_whisper(),
         text_decoder=tiny_gemma3(tokenizer.vocabulary_size()),
         freeze=("video_encoder",),
     )
