@@ -37,10 +37,24 @@ run_lane() {
   return "$status"
 }
 
+# The whole suite's JAX tests that mostly wait on subprocesses (the
+# guides, the train command) run at the end of the second lane, so that
+# the two lanes take about as long. Not when arguments choose the tests.
+LATE_JAX_TESTS="${MIRASOL_LATE_JAX_TESTS-tests/test_guides.py tests/test_training.py}"
+
 read -r -a backends <<< "${MIRASOL_BACKENDS:-jax tensorflow torch}"
 status=0
 if [ "${MIRASOL_TEST_LANES:-2}" = 1 ] || [ "${#backends[@]}" -lt 2 ]; then
   run_lane "${backends[*]}" "$@" || status=1
+elif [ "$#" = 0 ] && [ "${backends[0]}" = jax ] && [ -n "$LATE_JAX_TESTS" ]; then
+  ignore=()
+  for path in $LATE_JAX_TESTS; do ignore+=("--ignore=$path"); done
+  run_backend jax "${ignore[@]}" &
+  first=$!
+  run_lane "${backends[*]:1}" || status=1
+  # shellcheck disable=SC2086
+  run_backend jax $LATE_JAX_TESTS || status=1
+  wait "$first" || status=1
 else
   run_lane "${backends[0]}" "$@" &
   first=$!
