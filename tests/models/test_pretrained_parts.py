@@ -298,11 +298,11 @@ def test_from_components_takes_its_config_from_the_parts():
 
 def test_parts_that_do_not_fit_say_what_to_change():
     prism = tiny_video_prism()
+    config = MirasolBackbone.from_components(
+        video_encoder=prism, base="mirasol_tiny"
+    ).get_config()
+    config["num_frames"] = 16
     with pytest.raises(ValueError, match="num_frames=16, but the video"):
-        config = MirasolBackbone.from_components(
-            video_encoder=prism, base="mirasol_tiny"
-        ).get_config()
-        config["num_frames"] = 16
         MirasolBackbone.from_config(config)
     with pytest.raises(ValueError, match="supported keras-hub backbones"):
         from_components(
