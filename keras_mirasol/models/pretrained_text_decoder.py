@@ -1,7 +1,6 @@
 """A pretrained keras-hub language model as Mirasol's text decoder."""
 
 import keras
-import keras_hub
 from keras import ops
 
 from keras_mirasol.layers.gated_cross_attention import GatedCrossAttention
@@ -358,17 +357,3 @@ class PretrainedTextDecoder(keras.layers.Layer):
             }
         )
         return config
-
-
-def is_keras_hub_text_backbone(layer):
-    """Whether `layer` is a keras-hub backbone `PretrainedTextDecoder` takes.
-
-    Args:
-        layer: any object.
-
-    Returns:
-        bool.
-    """
-    return isinstance(layer, keras_hub.models.Backbone) and any(
-        cls.__name__ in SUPPORTED_TEXT_BACKBONES for cls in type(layer).__mro__
-    )
