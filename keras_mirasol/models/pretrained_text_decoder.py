@@ -4,7 +4,9 @@ import keras
 from keras import ops
 
 from keras_mirasol.layers.gated_cross_attention import GatedCrossAttention
+from keras_mirasol.models.text_decoder import empty_caches
 from keras_mirasol.models.text_decoder import share_latents
+from keras_mirasol.models.text_decoder import updated_caches
 
 
 def deserialize_backbone(config):
@@ -262,30 +264,22 @@ class PretrainedTextDecoder(keras.layers.Layer):
             head_dim]` and `cross_attention` `[B, L_x, 2, S, num_heads,
             hidden_dim // num_heads]`.
         """
-        return {
-            "self_attention": ops.zeros(
-                (
-                    batch_size,
-                    self.num_layers,
-                    2,
-                    max_length,
-                    self.backbone.num_key_value_heads,
-                    self._blocks.head_dim(self.backbone),
-                ),
-                dtype=dtype,
+        return empty_caches(
+            batch_size,
+            max_length,
+            num_latents,
+            (
+                self.num_layers,
+                self.backbone.num_key_value_heads,
+                self._blocks.head_dim(self.backbone),
             ),
-            "cross_attention": ops.zeros(
-                (
-                    batch_size,
-                    len(self.cross_attention_blocks),
-                    2,
-                    num_latents,
-                    self.num_heads,
-                    self.hidden_dim // self.num_heads,
-                ),
-                dtype=dtype,
+            (
+                len(self.cross_attention_blocks),
+                self.num_heads,
+                self.hidden_dim // self.num_heads,
             ),
-        }
+            dtype,
+        )
 
     def call_with_cache(
         self,
@@ -334,9 +328,9 @@ class PretrainedTextDecoder(keras.layers.Layer):
         hidden_states = self._run(
             x, cache["av_latents"], run_block, cross_attention
         )
-        cache = dict(cache, self_attention=ops.stack(self_caches, axis=1))
-        if cross_attention_cache_update_index is not None:
-            cache["cross_attention"] = ops.stack(cross_caches, axis=1)
+        cache = updated_caches(
+            cache, self_caches, cross_caches, cross_attention_cache_update_index
+        )
         return hidden_states, cache
 
     def compute_output_shape(

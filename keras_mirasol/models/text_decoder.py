@@ -33,6 +33,63 @@ def share_latents(av_latents, token_ids):
     return ops.repeat(av_latents, rows // clips, axis=0)
 
 
+def empty_caches(
+    batch_size, max_length, num_latents, self_attention, cross_attention, dtype
+):
+    """Zero key/value caches of a text decoder, for `call_with_cache`.
+
+    Args:
+        batch_size: int or int tensor.
+        max_length: int or int tensor. Token positions.
+        num_latents: int or int tensor. Latents `S` per clip.
+        self_attention: `(layers, heads, head_dim)` of the self-attention.
+        cross_attention: `(layers, heads, head_dim)` of the
+            cross-attention.
+        dtype: str. The cache dtype.
+
+    Returns:
+        dict: `self_attention` `[B, layers, 2, max_length, heads,
+        head_dim]` and `cross_attention` `[B, layers, 2, S, heads,
+        head_dim]`.
+    """
+    return {
+        "self_attention": ops.zeros(
+            (batch_size, self_attention[0], 2, max_length, *self_attention[1:]),
+            dtype=dtype,
+        ),
+        "cross_attention": ops.zeros(
+            (
+                batch_size,
+                cross_attention[0],
+                2,
+                num_latents,
+                *cross_attention[1:],
+            ),
+            dtype=dtype,
+        ),
+    }
+
+
+def updated_caches(cache, self_caches, cross_caches, cross_update_index):
+    """`cache` with the per-block caches of one `call_with_cache` stacked.
+
+    Args:
+        cache: dict. The caches the call started from.
+        self_caches: list of the blocks' self-attention caches.
+        cross_caches: list of the blocks' cross-attention caches.
+        cross_update_index: the call's
+            `cross_attention_cache_update_index`; `None` keeps the
+            cross-attention caches as they were.
+
+    Returns:
+        dict.
+    """
+    cache = dict(cache, self_attention=ops.stack(self_caches, axis=1))
+    if cross_update_index is not None:
+        cache["cross_attention"] = ops.stack(cross_caches, axis=1)
+    return cache
+
+
 @keras.saving.register_keras_serializable(package="keras_mirasol")
 class TextDecoder(keras.layers.Layer):
     """Decoder-only language model with cross-attention to `av_latents`.
@@ -215,30 +272,14 @@ class TextDecoder(keras.layers.Layer):
         num_cross = sum(
             self.has_cross_attention(i) for i in range(self.num_layers)
         )
-        return {
-            "self_attention": ops.zeros(
-                (
-                    batch_size,
-                    self.num_layers,
-                    2,
-                    max_length,
-                    self.num_heads,
-                    head_dim,
-                ),
-                dtype=dtype,
-            ),
-            "cross_attention": ops.zeros(
-                (
-                    batch_size,
-                    num_cross,
-                    2,
-                    num_latents,
-                    self.num_heads,
-                    head_dim,
-                ),
-                dtype=dtype,
-            ),
-        }
+        return empty_caches(
+            batch_size,
+            max_length,
+            num_latents,
+            (self.num_layers, self.num_heads, head_dim),
+            (num_cross, self.num_heads, head_dim),
+            dtype,
+        )
 
     def call_with_cache(
         self,
@@ -292,9 +333,9 @@ class TextDecoder(keras.layers.Layer):
                 )
             self_caches.append(self_cache)
         hidden_states = self.final_norm(x)
-        cache = dict(cache, self_attention=ops.stack(self_caches, axis=1))
-        if cross_attention_cache_update_index is not None:
-            cache["cross_attention"] = ops.stack(cross_caches, axis=1)
+        cache = updated_caches(
+            cache, self_caches, cross_caches, cross_attention_cache_update_index
+        )
         return hidden_states, cache
 
     def compute_output_shape(
