@@ -135,12 +135,16 @@ class NonFiniteLossError(RuntimeError):
 
 def _first_non_finite(weights):
     """Path of the first float weight holding NaN or Inf, or None."""
-    weights = [w for w in weights if "float" in str(w.dtype)]
-    finite = [keras.ops.all(keras.ops.isfinite(w.value)) for w in weights]
-    # One device-to-host transfer when all is well.
-    if not finite or bool(keras.ops.all(keras.ops.stack(finite))):
-        return None
-    return next(w.path for w, ok in zip(weights, finite) if not bool(ok))
+    for weight in weights:
+        if "float" not in str(weight.dtype):
+            continue
+        # One small reduction at a time, each read back before the next:
+        # on a sharded weight each is a program with collectives, and
+        # XLA's CPU devices abort when many such programs are in flight
+        # at once (a rendezvous times out). Only booleans leave devices.
+        if not bool(keras.ops.all(keras.ops.isfinite(weight.value))):
+            return weight.path
+    return None
 
 
 class _StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):

@@ -34,7 +34,7 @@ jax_only = pytest.mark.skipif(
     reason="runs on the JAX backend, in the parent process",
 )
 # Tests marked in_child; the parent checks that all of them passed.
-CHILD_TESTS = 11
+CHILD_TESTS = 12
 in_child = pytest.mark.skipif(
     not CHILD, reason="needs 8 devices: runs in test_on_eight_host_devices"
 )
@@ -305,6 +305,25 @@ def test_generate_under_model_parallel():
     # The prompts are kept and tokens were generated after them.
     np.testing.assert_array_equal(got[:, :4], x["token_ids"][:, :4])
     assert np.asarray(got)[:, 4:].any()
+
+
+@in_child
+def test_non_finite_weight_check_on_sharded_weights():
+    """The check training runs at each epoch's end, on a 2x4 mesh.
+
+    Issued all at once, its per-weight reductions (collectives on sharded
+    weights) made XLA's CPU devices abort on a rendezvous timeout.
+    """
+    from keras_mirasol.training import _first_non_finite
+
+    with _mesh_2x4().scope():
+        backbone = MirasolBackbone(**mesh_config())
+    assert _first_non_finite(backbone.weights) is None
+    kernel = backbone.get_layer("text_decoder").weights[-1]
+    value = np.asarray(kernel.value).copy()
+    value.flat[-1] = np.inf
+    kernel.assign(value)
+    assert _first_non_finite(backbone.weights) == kernel.path
 
 
 @in_child
