@@ -70,6 +70,7 @@ def cmd_convert(args):
         clips_per_shard=args.clips_per_shard,
         workers=args.workers,
         timeout=args.timeout or None,
+        splits=args.split,
     )
     for item in report["skipped"]:
         print(f"skipped {item['input']}: {item['reason']}", file=sys.stderr)
@@ -147,7 +148,7 @@ def _load_task(path):
 
 
 def cmd_evaluate(args):
-    """Exact-match accuracy per question type, as one JSON line."""
+    """Accuracy per task and question type, caption scores; a JSON line."""
     from keras_mirasol.evaluation import evaluate
 
     result = evaluate(
@@ -164,6 +165,10 @@ def cmd_evaluate(args):
         with open(args.predictions, "w") as f:
             for prediction in predictions:
                 f.write(json.dumps(prediction) + "\n")
+    for name, value in result["per_task"].items():
+        scores = [f"{k} {value[k]:.3f}" for k in ("accuracy", "bleu4", "cider")
+                  if k in value]  # fmt: skip
+        print(f"task {name}: {', '.join(scores)} of {value['examples']}")
     for name, value in result["per_type"].items():
         print(f"{name or '(no type)'}: {value['accuracy']:.3f} "
               f"of {value['examples']}")  # fmt: skip
@@ -472,13 +477,18 @@ def build_parser():
         "Decode videos and annotations into TFRecord shards "
         "(resumable; skipped inputs listed in report.json).",
         "Reads annotation files (JSONL, CSV or JSON rows with video, "
-        "question, answer and an optional type), decodes each named video "
-        "once at the given frame rate, size and sample rate, and writes "
-        "OUT/shard-* files plus OUT/report.json. A damaged, crashing or "
-        "hanging file is skipped with its reason; every other clip is "
+        "question, answer and an optional type; multiple-choice questions, "
+        "captions and labels; time ranges; the layouts of VGGSound, "
+        "ActivityNet-QA, ActivityNet Captions, NExT-QA and MSRVTT-QA), "
+        "decodes each named video once at the given frame rate, size and "
+        "sample rate (the time ranges of one long video in one pass), and "
+        "writes OUT/shard-* files plus OUT/report.json. A damaged, crashing "
+        "or hanging file is skipped with its reason; every other clip is "
         "written. Ends with a JSON line.",
         "  keras-mirasol convert --videos data/avqa/videos "
-        "--annotations data/avqa/train.jsonl --out records/train",
+        "--annotations data/avqa/train.jsonl --out records/train\n"
+        "  keras-mirasol convert --videos vggsound/videos "
+        "--annotations vggsound.csv --split test --out records/test",
     )
     convert.add_argument(
         "--videos", required=True, help="Folder of the videos annotated."
@@ -518,6 +528,13 @@ def build_parser():
         default=120,
         help="Seconds one video may take to decode before its worker is "
         "killed and the video skipped (needs --workers >= 2; 0: no limit).",
+    )
+    convert.add_argument(
+        "--split",
+        nargs="+",
+        default=None,
+        help="Keep only annotations whose split field is one of these "
+        "(VGGSound's CSV lists every split); default: all.",
     )
     convert.set_defaults(func=cmd_convert)
 
@@ -653,12 +670,16 @@ def build_parser():
     evaluate = _command(
         sub,
         "evaluate",
-        "Exact-match accuracy per question type (ends with a JSON line).",
-        "Generates an answer (greedy, centred window) for every question "
-        "in the records and compares it with the reference after "
-        "normalising case, whitespace and end punctuation. Prints one "
-        "line per question type, then a JSON line; --predictions keeps "
-        "every answer.",
+        "Accuracy per task and question type; BLEU-4 and CIDEr of "
+        "captions (ends with a JSON line).",
+        "Generates an answer (greedy, centred window) for every open-ended "
+        "question and label in the records and compares it with the "
+        "reference after normalising case, whitespace and end punctuation; "
+        "answers a multiple-choice question with the candidate the model "
+        "finds most likely; generates one caption per clip and scores it "
+        "against the clip's reference captions (BLEU-4, CIDEr). Prints one "
+        "line per task and per question type, then a JSON line; "
+        "--predictions keeps every answer.",
         "  keras-mirasol evaluate --model runs/mine --data records/test "
         "--predictions predictions.jsonl",
     )

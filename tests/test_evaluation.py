@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from keras_mirasol.data.records import convert
+from keras_mirasol.data.snippets import snippet_dataset
+from keras_mirasol.evaluation import caption_metrics
 from keras_mirasol.evaluation import evaluate
 from keras_mirasol.evaluation import normalize_answer
 from keras_mirasol.models import MirasolCausalLM
@@ -179,3 +181,171 @@ def test_a_task_without_a_preprocessor_is_refused(
     bare = MirasolCausalLM(backbone=lm.backbone, preprocessor=None)
     with pytest.raises(ValueError, match="needs a task with a preprocessor"):
         evaluate(bare, avqa_records["test"])
+
+
+# --- Multiple choice and captions ----------------------------------------
+
+CHOICES = ["red", "blue", "green", "a moving square"]
+
+
+def write_mixed(folder, avqa_records, answers=None):
+    """Per test clip: a multiple-choice question, two captions, a label
+    and an open-ended question; `answers[clip]` is the right choice's
+    index. Returns the records folder."""
+    folder.mkdir(exist_ok=True)
+    clips = sorted(
+        {r["video"] for r in read_rows(avqa_records["test_annotations"])}
+    )
+    lines = []
+    for index, video in enumerate(clips):
+        stem = video.removesuffix(".mp4")
+        right = (answers or {}).get(stem, index % len(CHOICES))
+        lines += [
+            {"video": video, "question": "what colour is shown first?",
+             "choices": CHOICES, "answer": right, "type": "video"},
+            {"video": video, "caption": "A red square, then a blue one."},
+            {"video": video, "caption": "squares change colour"},
+            {"video": video, "label": "beep"},
+            {"video": video, "question": "when does the buzz play?",
+             "answer": "first", "type": "audio"},
+        ]  # fmt: skip
+    annotations = folder / "mixed.jsonl"
+    annotations.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    convert(
+        avqa_records["videos"],
+        str(annotations),
+        str(folder / "records"),
+        workers=1,
+        verbose=False,
+    )
+    return str(folder / "records")
+
+
+@pytest.fixture(scope="module")
+def mixed(model_and_result, avqa_records, tmp_path_factory):
+    lm, _ = model_and_result
+    records = write_mixed(tmp_path_factory.mktemp("mixed"), avqa_records)
+    return records, evaluate(lm, records, batch_size=4)
+
+
+def clip_inputs(lm, records, clip_id):
+    """The clip's media as the evaluation pipeline gives them."""
+    ds = snippet_dataset(records, lm.preprocessor, 1, keep_metadata=True)
+    for batch in ds.as_numpy_iterator():
+        if batch["clip_id"][0].decode() == clip_id:
+            return {"video": batch["video"], "audio": batch["audio"]}
+    raise AssertionError(clip_id)
+
+
+def test_multiple_choice_takes_the_likeliest_candidate(model_and_result, mixed):
+    lm, _ = model_and_result
+    records, result = mixed
+    rows = [p for p in result["predictions"] if p["task"] == "choice"]
+    assert len(rows) == 2 and result["per_task"]["choice"]["examples"] == 2
+    for row in rows:
+        assert row["choices"] == CHOICES
+        # Each candidate scored alone, with no other row in its batch.
+        media = clip_inputs(lm, records, row["clip_id"])
+        alone = [
+            float(
+                lm.score(
+                    {**media, "prompts": [row["question"]],
+                     "responses": [candidate]}
+                )[0]
+            )
+            for candidate in CHOICES
+        ]  # fmt: skip
+        np.testing.assert_allclose(row["scores"], alone, rtol=1e-4, atol=1e-3)
+        assert row["prediction"] == CHOICES[int(np.argmax(alone))]
+
+
+def test_choice_accuracy_follows_the_right_answer(
+    model_and_result, avqa_records, mixed, tmp_path
+):
+    """Answers rewritten to the model's own pick score 1; to its least
+    likely candidate, 0. Open-ended and label accuracy are unchanged."""
+    lm, _ = model_and_result
+    _, result = mixed
+    rows = [p for p in result["predictions"] if p["task"] == "choice"]
+    best = {r["clip_id"]: int(np.argmax(r["scores"])) for r in rows}
+    worst = {r["clip_id"]: int(np.argmin(r["scores"])) for r in rows}
+    for picks, expected in ((best, 1.0), (worst, 0.0)):
+        records = write_mixed(tmp_path / str(expected), avqa_records, picks)
+        again = evaluate(lm, records, batch_size=4)
+        assert again["per_task"]["choice"]["accuracy"] == expected
+        for task in ("qa", "class"):
+            assert again["per_task"][task] == result["per_task"][task]
+
+
+def test_a_clip_is_captioned_once_against_all_its_references(
+    model_and_result, mixed
+):
+    lm, _ = model_and_result
+    records, result = mixed
+    captions = [p for p in result["predictions"] if p["task"] == "caption"]
+    assert len(captions) == 4
+    references, hypotheses = {}, {}
+    for row in captions:
+        references.setdefault(row["clip_id"], []).append(row["answer"])
+        hypotheses.setdefault(row["clip_id"], set()).add(row["prediction"])
+    assert all(len(h) == 1 for h in hypotheses.values())
+    hypotheses = {k: h.pop() for k, h in hypotheses.items()}
+    for clip_id, caption in hypotheses.items():
+        media = clip_inputs(lm, records, clip_id)
+        (expected,) = lm.generate(
+            {**media, "prompts": [""]},
+            max_length=lm.preprocessor.sequence_length,
+        )
+        assert caption == expected.strip()
+    assert references == {
+        k: ["A red square, then a blue one.", "squares change colour"]
+        for k in hypotheses
+    }
+    scores = result["per_task"]["caption"]
+    assert scores == {
+        **caption_metrics(references, hypotheses),
+        "examples": 4,
+    }
+    assert scores["clips"] == 2
+    # Accuracy is over the questions scored right or wrong only.
+    tasks = result["per_task"]
+    assert result["examples"] == sum(
+        tasks[t]["examples"] for t in ("qa", "class", "choice")
+    ) == 6  # fmt: skip
+
+
+@pytest.mark.one_backend
+def test_caption_metrics():
+    references = {
+        "a": ["a man is playing a guitar on stage", "someone plays guitar"],
+        "b": ["a cat sits on a red mat", "a cat on a mat"],
+    }
+    perfect = {
+        "a": "A man is playing a guitar, on stage.",
+        "b": "a cat on a mat",
+    }
+    scores = caption_metrics(references, perfect)
+    # Case and punctuation do not count; each matches a reference.
+    assert scores["bleu4"] == pytest.approx(1.0, abs=1e-3)
+    assert scores["cider"] > 1 and scores["clips"] == 2
+    partly = caption_metrics(
+        references, {"a": "a man plays", "b": "a dog runs on grass"}
+    )
+    assert 0 < partly["cider"] < scores["cider"]
+    assert partly["bleu4"] < scores["bleu4"]
+    unrelated = caption_metrics(
+        references, {"a": "xylophone zebra", "b": "quartz yodel"}
+    )
+    assert unrelated["bleu4"] == pytest.approx(0, abs=1e-6)
+    assert unrelated["cider"] == 0
+    with pytest.raises(ValueError, match="same clips"):
+        caption_metrics(references, {"a": "x"})
+
+
+@pytest.mark.one_backend
+def test_caption_metrics_without_the_toolkit_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pycocoevalcap.bleu.bleu", None)
+    with pytest.raises(ImportError, match=r"keras-mirasol\[eval\]"):
+        caption_metrics({"a": ["x"]}, {"a": "x"})

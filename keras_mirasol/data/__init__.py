@@ -9,6 +9,7 @@ import importlib
 _EXPORTS = {
     "MediaError": "media",
     "read_clip": "media",
+    "read_clips": "media",
     "write_clip": "media",
     "fit_clip": "keras_mirasol.layers.clip_ops",
     "resample_audio": "keras_mirasol.layers.clip_ops",

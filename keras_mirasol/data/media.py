@@ -5,7 +5,8 @@ rate and a mono float32 waveform at a target sample rate, both covering
 the same time from the start of the file; a file without an audio track
 gets silence and `has_audio=False`. `write_clip` writes H.264 + AAC mp4
 files, or lossless H.264 + ALAC ones (used by the synthetic dataset and
-the tests).
+the tests). `read_clips` cuts several time ranges (`[start, end)` seconds)
+from one long file in a single decoding pass.
 """
 
 import math
@@ -92,6 +93,206 @@ def read_clip(path, fps=None, image_size=None, sample_rate=16000):
     }
 
 
+def _check_range(index, time_range):
+    """`(start, end)` as floats; `end` may be None (the video's end)."""
+    try:
+        start, end = time_range
+        start = float(start)
+        end = None if end is None else float(end)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"ranges[{index}] = {time_range!r}: give (start, end) in "
+            "seconds, end None for the rest of the video."
+        ) from None
+    if not math.isfinite(start) or start < 0:
+        raise ValueError(
+            f"ranges[{index}] starts at {start}: give a time >= 0 seconds."
+        )
+    if end is not None and not end > start:
+        raise ValueError(
+            f"ranges[{index}] = ({start:g}, {end:g}): the end must come "
+            "after the start."
+        )
+    return start, end
+
+
+def read_clips(path, ranges, fps=None, image_size=None, sample_rate=16000):
+    """Decode several time ranges of one media file in one pass.
+
+    Each range's clip is what `read_clip` would return for a file that
+    held only `[start, end)` of this one: frame `k` is the last decoded
+    frame shown at most `start + k / fps` seconds, and the audio's sample
+    `i` is the file's sample at `start + i / sample_rate` seconds. The
+    video is decoded once, from the key frame before the earliest start
+    to the latest end, however many ranges there are (the annotations of
+    one long video), and only the frames the ranges show are kept.
+
+    Args:
+        path: str. An mp4, mkv, webm or avi file.
+        ranges: list of `(start, end)` in seconds, `end > start >= 0`;
+            `end` None means the end of the video. A range that runs past
+            the video's end stops there.
+        fps: float or None. Frames per second to return. Defaults to
+            `None`, which keeps the file's frames inside each range.
+        image_size: `(height, width)` or None. Resize frames (by FFmpeg).
+            Defaults to `None`, which keeps the file's frame size.
+        sample_rate: int. Rate of the returned waveforms in Hz.
+            Defaults to `16000`.
+
+    Returns:
+        list, one entry per range: a dict as `read_clip` returns (with
+        `seconds` the range's length inside the video, and `start`), or a
+        `MediaError` (not raised) for a range that starts at or after the
+        video's end, which costs only that range.
+
+    Raises:
+        MediaError: the file is missing, empty, corrupt, or has no video.
+        ValueError: a range that is not `(start, end)` with
+            `end > start >= 0`.
+    """
+    ranges = [_check_range(i, r) for i, r in enumerate(ranges)]
+    if not ranges:
+        return []
+    first = min(start for start, _ in ranges)
+    ends = [math.inf if end is None else end for _, end in ranges]
+    try:
+        container = av.open(str(path), metadata_errors="replace")
+    except (av.error.FFmpegError, OSError) as error:
+        raise MediaError(f"Cannot open media file {path}: {error}") from error
+    with container:
+        if not container.streams.video:
+            raise MediaError(f"{path} has no video stream.")
+        stream = container.streams.video[0]
+        height, width = image_size or (None, None)
+        pickers = [_FramePicker(fps, height, width) for _ in ranges]
+        decoded, last_time, stopped = 0, 0.0, False
+        try:
+            for frame in _frames_from(container, stream, first):
+                time = float(frame.time or 0.0)
+                decoded, last_time = decoded + 1, time
+                for picker, (start, _), end in zip(pickers, ranges, ends):
+                    if time >= end or (fps is None and time < start):
+                        continue
+                    picker.add(frame, time - start)
+                if time >= max(ends):
+                    stopped = True  # every range ends before this frame
+                    break
+        except av.error.FFmpegError as error:
+            if not decoded:
+                raise MediaError(
+                    f"Cannot decode video of {path}: {error}"
+                ) from error
+        if not decoded:
+            raise MediaError(f"{path} has no decodable video frames.")
+        native_fps = float(stream.average_rate or decoded)
+        duration = _stream_seconds(stream)
+        if stopped:
+            duration = math.inf  # the video goes on past every range
+        elif duration is None or duration <= last_time:
+            # As in `read_clip`: the frames' own times hold.
+            duration = last_time + 1.0 / native_fps
+        clips = []
+        for picker, (start, _), end in zip(pickers, ranges, ends):
+            seconds = min(end, duration) - start
+            if seconds <= 0 or picker.empty:
+                clips.append(
+                    MediaError(
+                        f"{path}: the range from {start:g} s starts at or "
+                        f"after the video's end ({duration:g} s)."
+                    )
+                )
+                continue
+            video = picker.finish(seconds)
+            clips.append(
+                {
+                    "video": video,
+                    "fps": float(fps or native_fps),
+                    "sample_rate": sample_rate,
+                    "seconds": seconds,
+                    "start": start,
+                }
+            )
+    spans = [
+        (clip["start"], clip["seconds"])
+        for clip in clips
+        if not isinstance(clip, MediaError)
+    ]
+    audios, has_audio = _read_audio_spans(path, spans, sample_rate)
+    audios.reverse()
+    for clip in clips:
+        if not isinstance(clip, MediaError):
+            clip["audio"], clip["has_audio"] = audios.pop(), has_audio
+    return clips
+
+
+def _frames_from(container, stream, start):
+    """Decoded frames from the key frame at or before `start` seconds.
+
+    Decodes from the file's start when `start` is 0, or when the seek
+    lands after `start` (a container whose index cannot be trusted).
+    """
+    if start > 0 and stream.time_base is not None:
+        try:
+            container.seek(
+                int(start / stream.time_base), stream=stream, backward=True
+            )
+        except av.error.FFmpegError:
+            container.seek(0, stream=stream, backward=True)
+        frames = container.decode(stream)
+        first = next(frames, None)
+        if first is None or float(first.time or 0.0) <= start:
+            if first is not None:
+                yield first
+            yield from frames
+            return
+        container.seek(0, stream=stream, backward=True)
+    yield from container.decode(stream)
+
+
+def _read_audio_spans(path, spans, sample_rate):
+    """Mono float32 waveforms of `(start, seconds)` spans, in one pass.
+
+    Returns:
+        `(list of [round(seconds * sample_rate)] arrays, has_audio)`.
+    """
+    audios = [
+        np.zeros((int(round(seconds * sample_rate)),), "float32")
+        for _, seconds in spans
+    ]
+    offsets = [int(round(start * sample_rate)) for start, _ in spans]
+    last = max(
+        (offset + len(audio) for offset, audio in zip(offsets, audios)),
+        default=0,
+    )
+    cursor = None
+    with av.open(str(path), metadata_errors="replace") as container:
+        if not container.streams.audio:
+            return audios, False
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(
+            format="flt", layout="mono", rate=sample_rate
+        )
+
+        def place(chunk):
+            samples = chunk.to_ndarray().reshape(-1)
+            start = _chunk_start(chunk, sample_rate, cursor)
+            for offset, audio in zip(offsets, audios):
+                _put(audio, samples, start - offset)
+            return start + len(samples)
+
+        try:
+            for frame in container.decode(stream):
+                for chunk in resampler.resample(_finite(frame)):
+                    cursor = place(chunk)
+                if cursor is not None and cursor >= last:
+                    break
+            for chunk in resampler.resample(None):
+                cursor = place(chunk)
+        except av.error.FFmpegError:
+            pass  # a damaged tail: keep what decoded, silence after it
+    return [finite_audio(audio) for audio in audios], cursor is not None
+
+
 # Kept frames are stored in blocks of at least this many bytes: more than
 # glibc's largest mmap threshold (32 MiB), so that each block is a mapping
 # of its own, resident only as it fills and given back when it is freed.
@@ -128,6 +329,11 @@ class _FramePicker:
         self._last = None  # the latest frame: [av.VideoFrame, RGB or None]
         self.last_time = 0.0  # its timestamp in seconds
 
+    @property
+    def empty(self):
+        """No frame taken yet."""
+        return not self.repeats and self._last is None
+
     def _rgb(self, entry):
         if entry[1] is None:
             entry[1] = entry[0].to_ndarray(
@@ -155,10 +361,15 @@ class _FramePicker:
             count += 1
         return count
 
-    def add(self, frame):
-        """Take the next decoded frame (in presentation order)."""
+    def add(self, frame, time=None):
+        """Take the next decoded frame (in presentation order).
+
+        `time` is its time in seconds from the output's start; defaults to
+        the frame's own timestamp.
+        """
         entry = [frame, None]
-        time = float(frame.time or 0.0)
+        if time is None:
+            time = float(frame.time or 0.0)
         self.decoded += 1
         if self.fps is None:
             self._keep(self._rgb(entry), 1)
@@ -261,18 +472,28 @@ def _finite(frame):
     return clean
 
 
-def _place(audio, chunk, sample_rate, cursor):
-    """Write `chunk` where its timestamp says; samples before 0 (encoder
-    priming) and after the clip are dropped. Returns the next position."""
-    samples = chunk.to_ndarray().reshape(-1)
+def _chunk_start(chunk, sample_rate, cursor):
+    """The sample (from the file's start) where `chunk` begins: its
+    timestamp, else where the previous chunk ended."""
     if chunk.time is not None:
-        start = int(round(chunk.time * sample_rate))
-    else:
-        start = cursor or 0
+        return int(round(chunk.time * sample_rate))
+    return cursor or 0
+
+
+def _put(audio, samples, start):
+    """Write `samples` at `start`; what falls outside `audio` is dropped."""
     begin = max(start, 0)
     end = min(start + len(samples), len(audio))
     if end > begin:
         audio[begin:end] = samples[begin - start : end - start]
+
+
+def _place(audio, chunk, sample_rate, cursor):
+    """Write `chunk` where its timestamp says; samples before 0 (encoder
+    priming) and after the clip are dropped. Returns the next position."""
+    samples = chunk.to_ndarray().reshape(-1)
+    start = _chunk_start(chunk, sample_rate, cursor)
+    _put(audio, samples, start)
     return start + len(samples)
 
 

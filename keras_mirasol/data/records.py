@@ -12,9 +12,16 @@ context:
     num_samples    int64    audio samples
     has_audio      int64    0 if the file had no audio track (silence)
     audio          bytes    mono PCM, int16 little-endian
-    questions      bytes[]  one per annotation ("" for captions)
-    answers        bytes[]  one per annotation (answer or caption)
+    start          float    where the clip starts in the source file
+                            (seconds; 0 for a whole file)
+    questions      bytes[]  one per annotation ("" for captions, labels)
+    answers        bytes[]  one per annotation (answer, caption, label)
     types          bytes[]  question type per annotation ("" if none)
+    tasks          bytes[]  per annotation: qa, choice, caption or class
+                            (records without it: caption for an empty
+                            question, else qa)
+    choices        bytes[]  per annotation: the candidate answers joined
+                            by U+001F ("" unless the task is choice)
 feature_lists:
     frames         bytes    one PNG per frame, `[H, W, 3]`, frame `k`
                             shown at `k / fps` seconds
@@ -28,6 +35,11 @@ decoder that crashed its worker or ran past the timeout, or a bad
 annotation line: not JSON, not UTF-8, a missing field), so none is
 dropped silently and one damaged file costs only itself; clips without an
 audio track are kept (silence) and listed under `no_audio`.
+
+Annotations with a time range become clips cut from their video
+(`read_clips`); the ranges of one video in a shard share one decoding
+pass. Videos are looked up by name in `videos_dir`, then in its
+sub-folders (`VideoFinder`).
 """
 
 import functools
@@ -38,11 +50,13 @@ import time
 
 import numpy as np
 
+from keras_mirasol.data.annotations import CHOICE_SEPARATOR
 from keras_mirasol.data.annotations import iter_records
 from keras_mirasol.data.annotations import normalize
 from keras_mirasol.data.media import MediaError
 from keras_mirasol.data.media import finite_audio
 from keras_mirasol.data.media import read_clip
+from keras_mirasol.data.media import read_clips
 from keras_mirasol.data.workers import isolated_pool
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
@@ -50,16 +64,20 @@ SETTINGS_FILE = "convert.json"
 REPORT_FILE = "report.json"
 
 
-def load_annotations(paths):
-    """Group annotations by video.
+def load_annotations(paths, splits=None):
+    """Group annotations by clip: a video, or a time range of one.
 
     Args:
         paths: list of annotation files (see `keras_mirasol.data.annotations`).
+        splits: list of str or None. Keep only annotations whose `split`
+            field is one of these (VGGSound's CSV holds every split).
+            Defaults to `None`, which keeps every annotation.
 
     Returns:
-        `(clips, skipped)`: `clips` is a list of `(video, [annotation])` in
-        order of first appearance; `skipped` lists `{"input", "reason"}` of
-        entries that could not be read.
+        `(clips, skipped)`: `clips` is a list of `((video, start, end),
+        [annotation])`, the clips of one video together, in order of first
+        appearance (`start` and `end` None for a whole video); `skipped`
+        lists `{"input", "reason"}` of entries that could not be read.
     """
     clips, skipped = {}, []
     for path in paths:
@@ -72,23 +90,85 @@ def load_annotations(paths):
             if error is not None:
                 skipped.append({"input": location, "reason": error})
                 continue
+            if splits is not None and record["split"] not in splits:
+                continue
             record["source"] = location
-            clips.setdefault(record["video"], []).append(record)
-    return list(clips.items()), skipped
+            by_range = clips.setdefault(record["video"], {})
+            key = (record["video"], record["start"], record["end"])
+            by_range.setdefault(key, []).append(record)
+    grouped = [item for ranges in clips.values() for item in ranges.items()]
+    return grouped, skipped
+
+
+class VideoFinder:
+    """Finds the file an annotation's video name refers to.
+
+    Tries, in `videos_dir`: the name; its stem with each video extension;
+    MSRVTT's `video<number>` and ActivityNet's `v_<id>`; and then the same
+    names in every sub-folder (NExT-QA keeps its videos in numbered
+    folders), indexed once on the first name not found at the top.
+
+    Args:
+        videos_dir: str. The folder of videos.
+    """
+
+    def __init__(self, videos_dir):
+        self.videos_dir = videos_dir
+        self._index = None
+
+    @staticmethod
+    def _stems(name):
+        stem = os.path.splitext(os.path.basename(name))[0]
+        stems = [stem]
+        if stem.isdigit():
+            stems.append(f"video{stem}")
+        if not stem.startswith("v_"):
+            stems.append(f"v_{stem}")
+        return stems
+
+    def find(self, name):
+        """The path of video `name`, or None.
+
+        Args:
+            name: str. The annotation's video field.
+
+        Returns:
+            str or None.
+        """
+        path = os.path.join(self.videos_dir, name)
+        if os.path.isfile(path):
+            return path
+        for stem in self._stems(name):
+            for extension in VIDEO_EXTENSIONS:
+                path = os.path.join(self.videos_dir, stem + extension)
+                if os.path.isfile(path):
+                    return path
+        if self._index is None:
+            self._index = self._build_index()
+        for stem in self._stems(name):
+            if stem in self._index:
+                return self._index[stem]
+        return None
+
+    def _build_index(self):
+        """Video files below the top folder, by stem (the first in sorted
+        order where two share one)."""
+        index = {}
+        for root, folders, files in os.walk(self.videos_dir):
+            folders.sort()
+            if root == self.videos_dir:
+                continue
+            for file in sorted(files):
+                stem, extension = os.path.splitext(file)
+                if extension.lower() in VIDEO_EXTENSIONS:
+                    index.setdefault(stem, os.path.join(root, file))
+        return index
 
 
 def find_video(videos_dir, name):
-    """The file in `videos_dir` that annotation video `name` refers to."""
-    path = os.path.join(videos_dir, name)
-    if os.path.isfile(path):
-        return path
-    stem = os.path.splitext(name)[0]
-    stems = [stem] + ([f"video{stem}"] if stem.isdigit() else [])
-    for stem in stems:
-        for extension in VIDEO_EXTENSIONS:
-            if os.path.isfile(os.path.join(videos_dir, stem + extension)):
-                return os.path.join(videos_dir, stem + extension)
-    return None
+    """The file in `videos_dir` (or a sub-folder) that annotation video
+    `name` refers to, or None (see `VideoFinder`)."""
+    return VideoFinder(videos_dir).find(name)
 
 
 def _file_digest(paths):
@@ -109,8 +189,18 @@ def serialize_clip(clip, annotations, clip_id, video_name):
     """A `tf.train.SequenceExample` (serialized) for one decoded clip."""
     import tensorflow as tf
 
-    def text(key):
-        return _bytes_feature([a[key].encode("utf-8") for a in annotations])
+    def text(key, default=""):
+        return _bytes_feature(
+            [str(a.get(key, default)).encode("utf-8") for a in annotations]
+        )
+
+    choices = [
+        CHOICE_SEPARATOR.join(a.get("choices") or ()) for a in annotations
+    ]
+    tasks = [
+        a.get("task") or ("caption" if not a["question"] else "qa")
+        for a in annotations
+    ]
 
     audio = np.clip(finite_audio(np.asarray(clip["audio"], np.float32)), -1, 1)
     pcm = np.round(audio * 32767)
@@ -133,6 +223,11 @@ def serialize_clip(clip, annotations, clip_id, video_name):
         "questions": text("question"),
         "answers": text("answer"),
         "types": text("type"),
+        "tasks": _bytes_feature([t.encode("utf-8") for t in tasks]),
+        "choices": _bytes_feature([c.encode("utf-8") for c in choices]),
+        "start": tf.train.Feature(
+            float_list=tf.train.FloatList(value=[clip.get("start", 0.0)])
+        ),
     }
     frames = tf.train.FeatureList(
         feature=[
@@ -148,28 +243,43 @@ def serialize_clip(clip, annotations, clip_id, video_name):
 
 
 def _decode_one(job, read=read_clip):
-    """Worker (no TensorFlow): decode one video.
+    """Worker (no TensorFlow): decode one video's clips.
 
     Args:
-        job: `(path or None, fps, image_size, sample_rate)`.
-        read: the decoder, `read_clip` (tests pass another module-level
-            function with its signature).
+        job: `(path or None, ranges, fps, image_size, sample_rate)`;
+            `ranges` lists a `(start, end)` in seconds per clip, or is
+            `[None]` for the whole file.
+        read: the whole-file decoder, `read_clip` (tests pass another
+            module-level function with its signature).
 
     Returns:
-        `(clip, None)`, or `(None, reason)` for a missing file or any
-        exception while decoding (PyAV raises more than `MediaError` on
-        damaged files, e.g. `UnicodeDecodeError` for a corrupt metadata
-        tag); the reason names the file.
+        `(outcomes, None)` with one `(clip, None)` or `(None, reason)` per
+        range, or `(None, reason)` for a missing file or any exception
+        while decoding (PyAV raises more than `MediaError` on damaged
+        files, e.g. `UnicodeDecodeError` for a corrupt metadata tag); the
+        reason names the file.
     """
-    path, fps, image_size, sample_rate = job
+    path, ranges, fps, image_size, sample_rate = job
     if path is None:
         return None, "file not found"
     try:
-        return read(path, fps, image_size, sample_rate), None
+        if ranges == [None]:
+            return [(read(path, fps, image_size, sample_rate), None)], None
+        clips = read_clips(
+            path,
+            [(0.0, None) if r is None else r for r in ranges],
+            fps,
+            image_size,
+            sample_rate,
+        )
     except MediaError as error:
         return None, str(error)
     except Exception as error:
         return None, f"could not decode {path}: {type(error).__name__}: {error}"
+    return [
+        (None, str(c)) if isinstance(c, MediaError) else (c, None)
+        for c in clips
+    ], None
 
 
 def _failure_reason(path, failure, timeout):
@@ -179,6 +289,16 @@ def _failure_reason(path, failure, timeout):
     if failure.kind == "timeout":
         return f"timed out after {timeout:g} s decoding {path}; worker killed"
     return f"could not decode {path}: {failure.message}"
+
+
+def _clip_id(video, notes, start, end):
+    """The annotation's `clip_id`, else the video's stem (and range)."""
+    if notes[0]["clip_id"]:
+        return notes[0]["clip_id"]
+    stem = os.path.splitext(video)[0]
+    if start is None:
+        return stem
+    return f"{stem}_{start:g}_{'end' if end is None else format(end, 'g')}"
 
 
 def _shard_name(index, count):
@@ -196,6 +316,7 @@ def convert(
     workers=None,
     timeout=120,
     verbose=True,
+    splits=None,
     _read_clip=None,
 ):
     """Decode videos and write TFRecord shards of clips and annotations.
@@ -223,6 +344,9 @@ def convert(
             before its worker is killed and the file skipped (needs
             `workers` >= 2); None: no limit. Defaults to `120`.
         verbose: bool. Show a progress bar. Defaults to `True`.
+        splits: str, list of str or None. Keep only annotations whose
+            `split` field is one of these (VGGSound's CSV lists every
+            split). Defaults to `None`, which keeps every annotation.
         _read_clip: for tests only: a module-level function used in place
             of `read_clip` in the workers. Defaults to `None`, which means
             `read_clip`.
@@ -242,11 +366,14 @@ def convert(
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
     start_time = time.time()
-    clips, skipped = load_annotations(annotation_paths)
+    if isinstance(splits, str):
+        splits = [splits]
+    clips, skipped = load_annotations(annotation_paths, splits)
     if not clips:
+        in_splits = f" in splits {splits}" if splits is not None else ""
         raise ValueError(
-            f"No usable annotation in {annotation_paths}; skipped: "
-            f"{skipped[:5]}"
+            f"No usable annotation{in_splits} in {annotation_paths}; "
+            f"skipped: {skipped[:5]}"
         )
     settings = {
         "videos_dir": os.path.abspath(videos_dir),
@@ -258,6 +385,8 @@ def convert(
         "clips_per_shard": clips_per_shard,
         "clips": len(clips),
     }
+    if splits is not None:
+        settings["splits"] = sorted(splits)
     os.makedirs(out_dir, exist_ok=True)
     settings_path = os.path.join(out_dir, SETTINGS_FILE)
     if os.path.exists(settings_path):
@@ -347,9 +476,28 @@ def _write_shard(
         if progress is not None:
             progress.add(len(clips))
         return report
+    finder = VideoFinder(videos_dir)
+    # One job per video file: its clips' ranges decode in one pass.
+    groups = {}
+    for index, ((video, start, end), notes) in enumerate(clips):
+        path = finder.find(video)
+        time_range = None if start is None else (start, end)
+        if path is None and notes[0]["precut"]:
+            # VGGSound's downloads hold only the range, as <id>_<start>.
+            path = finder.find(notes[0]["precut"])
+            if path is not None:
+                time_range = (0.0, end - start)
+        key = path if path is not None else ("missing", index)
+        groups.setdefault(key, []).append((index, time_range))
     jobs = [
-        (find_video(videos_dir, video), fps, image_size, sample_rate)
-        for video, _ in clips
+        (
+            None if isinstance(key, tuple) else key,
+            [time_range for _, time_range in members],
+            fps,
+            image_size,
+            sample_rate,
+        )
+        for key, members in groups.items()
     ]
     report = {
         "clips": 0,
@@ -361,27 +509,38 @@ def _write_shard(
     temporary = base + ".tfrecord.tmp"
     with tf.io.TFRecordWriter(temporary) as writer:
         results = pool.imap(jobs)
-        for (video, notes), job, (result, failure) in zip(
-            clips, jobs, results, strict=True
+        for members, job, (result, failure) in zip(
+            groups.values(), jobs, results, strict=True
         ):
-            clip, reason = result or (None, None)
+            outcomes, reason = result or (None, None)
             if failure is not None:
                 reason = _failure_reason(job[0], failure, timeout)
-            if clip is None:
-                report["skipped_clips"] += 1
-                report["skipped"].extend(
-                    {"input": note["source"], "video": video, "reason": reason}
-                    for note in notes
-                )
-            else:
-                clip_id = notes[0]["clip_id"] or os.path.splitext(video)[0]
-                writer.write(serialize_clip(clip, notes, clip_id, video))
-                report["clips"] += 1
-                report["annotations"] += len(notes)
-                if not clip["has_audio"]:
-                    report["no_audio"].append(video)
-            if progress is not None:
-                progress.add(1)
+            if outcomes is None:
+                outcomes = [(None, reason)] * len(members)
+            for (index, _), (clip, why) in zip(members, outcomes, strict=True):
+                (video, start, end), notes = clips[index]
+                if clip is None:
+                    report["skipped_clips"] += 1
+                    report["skipped"].extend(
+                        {"input": note["source"], "video": video, "reason": why}
+                        for note in notes
+                    )
+                else:
+                    clip["start"] = start or 0.0
+                    writer.write(
+                        serialize_clip(
+                            clip,
+                            notes,
+                            _clip_id(video, notes, start, end),
+                            video,
+                        )
+                    )
+                    report["clips"] += 1
+                    report["annotations"] += len(notes)
+                    if not clip["has_audio"]:
+                        report["no_audio"].append(video)
+                if progress is not None:
+                    progress.add(1)
     os.replace(temporary, base + ".tfrecord")
     with open(report_path, "w") as f:
         json.dump(report, f, indent=1)

@@ -51,6 +51,16 @@ CONTEXT_FEATURES = {
     "questions": tf.io.VarLenFeature(tf.string),
     "answers": tf.io.VarLenFeature(tf.string),
     "types": tf.io.VarLenFeature(tf.string),
+    "tasks": tf.io.VarLenFeature(tf.string),
+    "choices": tf.io.VarLenFeature(tf.string),
+}
+# Per-question texts of a parsed clip, and their names once split.
+QUESTION_KEYS = {
+    "questions": "prompts",
+    "answers": "responses",
+    "types": "types",
+    "tasks": "tasks",
+    "choices": "choices",
 }
 SEQUENCE_FEATURES = {"frames": tf.io.FixedLenSequenceFeature([], tf.string)}
 
@@ -161,23 +171,39 @@ def parse_clip(serialized):
 
     Returns:
         dict with `frames` string `[F]`, `audio_pcm` string, `questions`,
-        `answers`, `types` string `[Q]`, `clip_id` string, `fps` float32,
+        `answers`, `types`, `tasks`, `choices` string `[Q]` (see
+        `keras_mirasol.data.records`), `clip_id` string, `fps` float32,
         `sample_rate` int32, `has_audio` bool.
     """
     context, sequence = tf.io.parse_single_sequence_example(
         serialized, CONTEXT_FEATURES, SEQUENCE_FEATURES
     )
+    questions = tf.sparse.to_dense(context["questions"])
+    count = tf.size(questions)
+    # Records written before tasks and choices existed: captions have an
+    # empty question, everything else is open-ended.
+    derived_tasks = tf.where(tf.equal(questions, ""), "caption", "qa")
     return {
         "frames": sequence["frames"],
         "audio_pcm": context["audio"],
-        "questions": tf.sparse.to_dense(context["questions"]),
+        "questions": questions,
         "answers": tf.sparse.to_dense(context["answers"]),
         "types": tf.sparse.to_dense(context["types"]),
+        "tasks": _or_default(context["tasks"], count, derived_tasks),
+        "choices": _or_default(context["choices"], count, tf.fill([count], "")),
         "clip_id": context["clip_id"],
         "fps": context["fps"],
         "sample_rate": tf.cast(context["sample_rate"], tf.int32),
         "has_audio": context["has_audio"] > 0,
     }
+
+
+def _or_default(sparse, count, default):
+    """A per-question feature, or `default` where the record has none."""
+    dense = tf.sparse.to_dense(sparse)
+    return tf.cond(
+        tf.equal(tf.size(dense), count), lambda: dense, lambda: default
+    )
 
 
 def record_texts(path, damaged=None):
@@ -285,16 +311,10 @@ def split_questions(x):
     """One clip with `questions [Q]` -> a dataset of `Q` elements.
 
     Each element has the clip's tensors and `prompts`, `responses`,
-    `types` scalars for one question.
+    `types`, `tasks`, `choices` scalars for one question.
     """
-    media = {
-        k: v for k, v in x.items() if k not in ("questions", "answers", "types")
-    }
-    texts = {
-        "prompts": x["questions"],
-        "responses": x["answers"],
-        "types": x["types"],
-    }
+    media = {k: v for k, v in x.items() if k not in QUESTION_KEYS}
+    texts = {name: x[key] for key, name in QUESTION_KEYS.items() if key in x}
     return tf.data.Dataset.from_tensor_slices(texts).map(
         lambda text: dict(media, **text)
     )
@@ -308,13 +328,14 @@ def choose_questions(x, k, seed):
     rows of a batch.
 
     Args:
-        x: dict with `questions`, `answers`, `types` string `[Q]`, `Q >= 1`.
+        x: dict with `questions`, `answers`, `types` (and `tasks`,
+            `choices`) string `[Q]`, `Q >= 1`.
         k: int.
         seed: int64 scalar tensor: the stateless seed of this clip's draw.
 
     Returns:
         `x` without `questions` and `answers`, with `prompts`, `responses`
-        and `types` string `[k]`.
+        and `types` (and `tasks`, `choices`) string `[k]`.
     """
     x = dict(x)
     count = tf.size(x["questions"])
@@ -323,22 +344,24 @@ def choose_questions(x, k, seed):
     )
     order = tf.argsort(scores)
     picked = tf.gather(order, tf.range(k) % count)
-    x["prompts"] = tf.gather(x.pop("questions"), picked)
-    x["responses"] = tf.gather(x.pop("answers"), picked)
-    x["types"] = tf.gather(x["types"], picked)
+    for key, name in QUESTION_KEYS.items():
+        if key in x:
+            x[name] = tf.gather(x.pop(key), picked)
     return x
 
 
 def flatten_questions(x):
     """A batch of clips with `[B, k]` texts -> `[B * k]` texts."""
     x = dict(x)
-    for key in ("prompts", "responses", "types"):
+    for key in ("prompts", "responses", "types", "tasks", "choices"):
         if key in x:
             x[key] = tf.reshape(x[key], [-1])
     return x
 
 
 MODEL_KEYS = ("video", "audio", "prompts", "responses")
+# What `keep_metadata` keeps besides the model's inputs.
+METADATA_KEYS = ("types", "tasks", "choices", "clip_id", "has_audio")
 
 
 def _clip_stream(files, training, seed, shuffle_clips, repeat, damaged):
@@ -514,8 +537,10 @@ def snippet_dataset(
         shuffle_questions: int. Shuffle buffer of decoded questions
             (training without `questions_per_clip` only).
             Defaults to `256`.
-        keep_metadata: bool. Keep `types`, `clip_id`, `has_audio` in the
-            batches (for evaluation; `fit` needs only the model keys).
+        keep_metadata: bool. Keep `types`, `tasks`, `choices` (a
+            question's candidate answers joined by U+001F), `clip_id` and
+            `has_audio` in the batches (for evaluation; `fit` needs only
+            the model keys).
             Defaults to `False`.
         drop_remainder: bool or None. Drop the last, smaller batch.
             Defaults to `None`, which means `training`.
@@ -666,9 +691,7 @@ def snippet_dataset(
         ds = ds.map(
             lambda x: resize(x, frame_size), num_parallel_calls=autotune
         )
-        keys = MODEL_KEYS + (
-            ("types", "clip_id", "has_audio") if keep_metadata else ()
-        )
+        keys = MODEL_KEYS + (METADATA_KEYS if keep_metadata else ())
         if not getattr(preprocessor, "use_audio", True):
             keys = tuple(key for key in keys if key != "audio")
         ds = ds.map(lambda x: {key: x[key] for key in keys})

@@ -1,9 +1,11 @@
 """MirasolCausalLM: answers and captions for clips, with cached generate()."""
 
+import itertools
 import os
 
 import keras
 import keras_hub
+import numpy as np
 from keras import ops
 
 from keras_mirasol.models.backbone import MirasolBackbone
@@ -165,6 +167,8 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
 
         self.text_loss_tracker = keras.metrics.Mean(name="text_loss")
         self.latent_loss_tracker = keras.metrics.Mean(name="latent_loss")
+        # `score()`'s compiled function, made on first use.
+        self.score_function = None
 
     def compile(
         self,
@@ -208,6 +212,8 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
             sampler=sampler,
             **kwargs,
         )
+        # `run_eagerly` and `jit_compile` may have changed.
+        self.score_function = None
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
@@ -544,3 +550,154 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
             stop_token_ids=stop_token_ids,
             strip_prompt=strip_prompt,
         )
+
+    def score(self, x, normalize=False):
+        """Log-likelihood of each response given its clip and prompt.
+
+        Scores candidate answers, e.g. of multiple-choice questions: give
+        each candidate as a row (the clip once with `k` prompts about it,
+        or the clip repeated) and take the highest score. The text is
+        packed as for training (`[start] prompt response [end]`), one
+        forward pass covers the batch, and a row's score is the sum, over
+        its response tokens and the end token, of the float32
+        log-softmax of the logits at that token:
+        `log p(response, end | clip, prompt)`. A prompt and response
+        longer than the preprocessor's `sequence_length` are truncated as
+        for training (it warns), and the truncated response is scored.
+        The clip window is the preprocessor's: the centred one unless it
+        was built with `random_window=True`.
+
+        Args:
+            x: dict of raw inputs, as the preprocessor takes them to
+                train: `video` float `[B, N, H, W, 3]` in `[0, 1]` (or one
+                clip, `[N, H, W, 3]`), `audio` `[B, S]` (when the
+                preprocessor's `use_audio`), `prompts` and `responses`,
+                lists of `B` strings (or of `B * k`: rows
+                `i * k ... i * k + k - 1` about clip `i`).
+            normalize: bool. Divide each score by its number of scored
+                tokens (the response's and the end token), giving the mean
+                log-probability per token, which does not favour short
+                responses. Defaults to `False`.
+
+        Returns:
+            float32 numpy array `[B]` (or `[B * k]`), one score per row,
+            each `<= 0`.
+
+        Raises:
+            ValueError: if the task has no preprocessor, or `x` has no
+                `responses`.
+
+        Example:
+        ```python
+        lm = keras_mirasol.models.MirasolCausalLM.from_preset("mirasol_tiny")
+        choices = ["a red square", "a blue circle", "nothing"]
+        scores = lm.score(
+            {
+                "video": np.random.uniform(size=(16, 32, 32, 3)),
+                "audio": np.zeros(32000),
+                "prompts": ["what is on screen?"] * len(choices),
+                "responses": choices,
+            }
+        )
+        scores  # (3,)
+        answer = choices[int(np.argmax(scores))]
+        ```
+        """
+        if self.preprocessor is None:
+            raise ValueError(
+                "`score()` takes raw clips and text, so it needs the task's "
+                "preprocessor, but this MirasolCausalLM has none. Build it "
+                "with `preprocessor=MirasolCausalLMPreprocessor."
+                "from_backbone(backbone, tokenizer)` (or load it with "
+                "`MirasolCausalLM.from_preset`)."
+            )
+        if not isinstance(x, dict) or "responses" not in x:
+            got = sorted(x) if isinstance(x, dict) else type(x).__name__
+            raise ValueError(
+                "`score()` needs the candidate answers to score: pass a dict "
+                "with `video`, `audio`, `prompts` and `responses` (one "
+                f"response per prompt); got {got}."
+            )
+        if len(np.shape(x["video"])) == 4:
+            # One clip: score a batch of one clip.
+            x = dict(x, video=np.asarray(x["video"])[None])
+            if "audio" in x:
+                x["audio"] = np.asarray(x["audio"])[None]
+        inputs, labels, weights = self.preprocessor(x)
+        scores = self.make_score_function()(inputs, labels, weights)
+        scores = ops.convert_to_numpy(scores).astype("float32")
+        if normalize:
+            counts = np.sum(np.asarray(weights) > 0, axis=-1)
+            scores = scores / np.maximum(counts, 1).astype("float32")
+        return scores
+
+    def score_step(self, inputs, labels, sample_weight):
+        """Summed log-probabilities of the weighted labels, per row.
+
+        Args:
+            inputs: dict of backbone inputs.
+            labels: int `[B, L]`. Next-token labels.
+            sample_weight: float `[B, L]`, non-zero on the tokens to score.
+
+        Returns:
+            float32 `[B]`.
+        """
+        logits = ops.cast(self(inputs, training=False), "float32")
+        labels = ops.cast(labels, "int32")
+        picked = ops.take_along_axis(logits, labels[..., None], axis=-1)
+        # log_softmax(logits)[label], without the [B, L, vocab] result.
+        log_probs = picked[..., 0] - ops.logsumexp(logits, axis=-1)
+        scored = ops.cast(ops.greater(sample_weight, 0), "float32")
+        return ops.sum(log_probs * scored, axis=-1)
+
+    def make_score_function(self):
+        """Create or return the compiled `score_step`.
+
+        Compiled as `generate()`'s function is: jitted on JAX, a
+        `tf.function` (with the model's `jit_compile`) on TensorFlow, run
+        under `torch.no_grad()` on PyTorch; eager with `run_eagerly`.
+
+        Returns:
+            A function of `(inputs, labels, sample_weight)`.
+        """
+        if self.score_function is not None:
+            return self.score_function
+        backend = keras.config.backend()
+        self.score_function = self.score_step
+        if backend == "torch":
+            import torch
+
+            def no_grad_score(inputs, labels, sample_weight):
+                with torch.no_grad():
+                    return self.score_step(inputs, labels, sample_weight)
+
+            self.score_function = no_grad_score
+        elif backend == "tensorflow" and not self.run_eagerly:
+            import tensorflow as tf
+
+            self.score_function = tf.function(
+                self.score_step, jit_compile=getattr(self, "jit_compile", True)
+            )
+        elif backend == "jax" and not self.run_eagerly:
+            import jax
+
+            @jax.jit
+            def compiled(state, inputs, labels, sample_weight):
+                trainable, non_trainable = state
+                mapping = itertools.chain(
+                    zip(self.trainable_variables, trainable),
+                    zip(self.non_trainable_variables, non_trainable),
+                )
+                with keras.StatelessScope(state_mapping=mapping):
+                    return self.score_step(inputs, labels, sample_weight)
+
+            def jax_score(inputs, labels, sample_weight):
+                # The variables' values (with their sharding) as arguments.
+                state = (
+                    [v.value for v in self.trainable_variables],
+                    [v.value for v in self.non_trainable_variables],
+                )
+                return compiled(state, inputs, labels, sample_weight)
+
+            self.score_function = jax_score
+        return self.score_function

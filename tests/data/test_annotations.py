@@ -6,6 +6,16 @@ from keras_mirasol.data.annotations import corpus_texts
 from keras_mirasol.data.annotations import iter_records
 from keras_mirasol.data.annotations import normalize
 
+# What `normalize` adds to an annotation without a range, choices or split.
+PLAIN = {
+    "task": "qa",
+    "choices": [],
+    "start": None,
+    "end": None,
+    "split": "",
+    "precut": "",
+}
+
 # tf.data, media files and TFRecords: the Keras backend plays no part.
 pytestmark = pytest.mark.one_backend
 
@@ -63,11 +73,13 @@ def test_csv_captions(tmp_path):
     ((location, record, error),) = list(iter_records(path))
     assert location == f"{path}:2" and error is None
     assert normalize(record) == {
+        **PLAIN,
         "video": "clip_9.mp4",
         "question": "",
         "answer": "a red square moves",
         "type": "",
         "clip_id": "",
+        "task": "caption",
     }
 
 
@@ -110,6 +122,7 @@ def test_msrvtt_qa_layout(tmp_path):
     normalized = [normalize(record) for _, record, _ in iter_records(path)]
     assert normalized == [
         {
+            **PLAIN,
             "video": "video7010",
             "question": "what is a man doing?",
             "answer": "run",
@@ -117,6 +130,7 @@ def test_msrvtt_qa_layout(tmp_path):
             "clip_id": "",
         },
         {
+            **PLAIN,
             "video": "video7011",
             "question": "who sings?",
             "answer": "woman",
@@ -138,6 +152,7 @@ def test_normalize_keeps_type_and_clip_id_and_the_first_video_field():
         }
     )
     assert record == {
+        **PLAIN,
         "video": "x/clip.mp4",
         "question": "q",
         "answer": "a",

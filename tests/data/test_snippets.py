@@ -405,9 +405,14 @@ def test_keep_metadata(folder):
         "prompts",
         "responses",
         "types",
+        "tasks",
+        "choices",
         "clip_id",
         "has_audio",
     }
+    # Open-ended questions: no candidate answers.
+    assert set(batch["tasks"].numpy().tolist()) == {b"qa"}
+    assert set(batch["choices"].numpy().tolist()) == {b""}
     assert batch["types"].numpy().tolist() == [
         f"type{q}".encode() for c in range(3) for q in range(QUESTIONS[c])
     ]
@@ -659,3 +664,75 @@ def test_damaged_records_are_skipped_counted_and_the_rest_read(
     prompts = prompts_of(ds.take(12))
     assert set(prompts) == set(all_questions([0, 2, 3]))
     assert len(damaged) == 2
+
+
+def _without_task_features(serialized):
+    """The record as `convert` wrote it before tasks and choices existed."""
+    example = tf.train.SequenceExample.FromString(serialized)
+    for key in ("tasks", "choices"):
+        del example.context.feature[key]
+    return example.SerializeToString()
+
+
+@pytest.mark.parametrize("old_record", [False, True])
+@pytest.mark.parametrize("questions_per_clip", [None, 3])
+def test_tasks_and_choices_follow_their_question(
+    tmp_path, old_record, questions_per_clip
+):
+    rng = np.random.default_rng(0)
+    clip = dict(
+        video=rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8),
+        audio=np.zeros(RATE * 12 // 8, np.float32),
+        fps=8.0,
+        sample_rate=RATE,
+        has_audio=True,
+    )
+    notes = [
+        {
+            "question": "which?",
+            "answer": "b",
+            "type": "t0",
+            "task": "choice",
+            "choices": ["a", "b", "c"],
+        },
+        {"question": "", "answer": "a red cube", "type": "", "task": "caption"},
+        {"question": "what?", "answer": "red", "type": "t2", "task": "qa"},
+    ]
+    serialized = serialize_clip(clip, notes, "c0", "c0.mp4")
+    if old_record:
+        serialized = _without_task_features(serialized)
+    path = str(tmp_path / "a.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(serialized)
+    ds = snippet_dataset(
+        path,
+        model(),
+        batch_size=3,
+        keep_metadata=True,
+        training=questions_per_clip is not None,
+        questions_per_clip=questions_per_clip,
+        seed=1,
+    )
+    batch = next(iter(ds))
+    rows = {
+        prompt.decode(): (task.decode(), choices.decode())
+        for prompt, task, choices in zip(
+            batch["prompts"].numpy(),
+            batch["tasks"].numpy(),
+            batch["choices"].numpy(),
+        )
+    }
+    if old_record:
+        # Derived: an empty question is a caption, the rest open-ended.
+        expected = {
+            "which?": ("qa", ""),
+            "": ("caption", ""),
+            "what?": ("qa", ""),
+        }
+    else:
+        expected = {
+            "which?": ("choice", "a\x1fb\x1fc"),
+            "": ("caption", ""),
+            "what?": ("qa", ""),
+        }
+    assert rows == expected

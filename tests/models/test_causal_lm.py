@@ -6,6 +6,8 @@ import pytest
 
 from keras_mirasol.models import MirasolBackbone
 from keras_mirasol.models.causal_lm import MirasolCausalLM
+from tests.conftest import CHANGED
+from tests.conftest import UNCHANGED
 from tests.conftest import random_inputs
 from tests.conftest import small_config
 from tests.conftest import to_numpy
@@ -484,3 +486,171 @@ def test_lora_trains_only_the_adapters_and_reloads():
     for backbone in (merged, again):
         got = to_numpy(MirasolCausalLM(backbone)(x, training=False))
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+# --- score() -------------------------------------------------------------
+
+
+def score_inputs(config, prompts, responses, clips=None, seed=0):
+    """Raw inputs for `score()`: one random clip per row unless given."""
+    if clips is None:
+        clips = random_inputs(config, batch_size=len(prompts), seed=seed)
+    return {
+        "video": clips["video"],
+        "audio": clips["audio"],
+        "prompts": list(prompts),
+        "responses": list(responses),
+    }
+
+
+def packed_text(tokenizer, prompt, response=None):
+    """`[start] prompt response [end]` ids, packed here, not by the
+    preprocessor; without a response, `[start] prompt`."""
+    ids = [tokenizer.start_token_id] + list(to_numpy(tokenizer(prompt)))
+    if response is not None:
+        ids += list(to_numpy(tokenizer(response))) + [tokenizer.end_token_id]
+    return [int(i) for i in ids]
+
+
+def log_softmax(logits):
+    logits = np.asarray(logits, "float64")
+    top = logits.max(-1, keepdims=True)
+    return logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+
+
+def test_score_is_the_log_likelihood_of_the_response_decoded_with_cache(
+    text_lm,
+):
+    # The response's tokens and end token, fed one by one through the
+    # key/value cache (the generation path): their log-probabilities,
+    # normalised here, sum to the score; the prompt's do not count.
+    lm, config = text_lm
+    tokenizer = lm.preprocessor.tokenizer
+    prompts = ["what colour is the square?", "what sound?", "say nothing"]
+    responses = ["red", "a loud beep", ""]
+    data = score_inputs(config, prompts, responses)
+    rows = [packed_text(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    width = max(len(row) for row in rows)
+    token_ids = np.zeros((len(rows), width), "int32")
+    for i, row in enumerate(rows):
+        token_ids[i, : len(row)] = row
+    av_latents = lm.encode_media(data)
+    _, cache = lm.build_cache(np.zeros_like(token_ids), av_latents)
+    steps = []
+    for j in range(width - 1):
+        logits, _, cache = lm.call_with_cache(token_ids[:, j : j + 1], cache, j)
+        steps.append(log_softmax(to_numpy(logits)[:, 0]))
+    expected, counts = [], []
+    for i, (prompt, row) in enumerate(zip(prompts, rows)):
+        # Position j predicts token j + 1: from the prompt's last token
+        # (it predicts the response's first) to the one before the end.
+        first = 1 + len(to_numpy(tokenizer(prompt)))
+        expected.append(
+            sum(steps[j - 1][i, row[j]] for j in range(first, len(row)))
+        )
+        counts.append(len(row) - first)
+    assert counts == [2, 4, 1]  # the end token alone for an empty response
+    scores = lm.score(data)
+    assert scores.dtype == np.float32 and scores.shape == (3,)
+    assert np.all(scores < 0)
+    np.testing.assert_allclose(scores, expected, rtol=1e-4)
+    np.testing.assert_allclose(
+        lm.score(data, normalize=True),
+        np.asarray(expected) / counts,
+        rtol=1e-4,
+    )
+
+
+def test_score_follows_the_chain_rule_of_normalised_probabilities(text_lm):
+    # Four candidates about one clip (k = 4 rows per clip). Moving a
+    # response's first word into the prompt removes exactly its term:
+    # score(P, "red square") - score(P red, "square") and
+    # score(P, "red") - score(P red, "") are both log p(red | clip, P),
+    # which the full forward pass gives through a softmax taken here.
+    lm, config = text_lm
+    tokenizer = lm.preprocessor.tokenizer
+    prompt = "what is on screen?"
+    longer = prompt + " red"
+    red = [int(i) for i in to_numpy(tokenizer("red"))]
+    assert len(red) == 1
+    assert (
+        packed_text(tokenizer, longer) == packed_text(tokenizer, prompt) + red
+    )
+    clip = random_inputs(config, batch_size=1, seed=3)
+    data = score_inputs(
+        config,
+        [prompt, longer, prompt, longer],
+        ["red square", "square", "red", ""],
+        clips=clip,
+    )
+    scores = lm.score(data)
+    prefix = packed_text(tokenizer, prompt)
+    inputs = dict(
+        clip,
+        token_ids=np.asarray([prefix], "int32"),
+        padding_mask=np.ones((1, len(prefix)), "bool"),
+    )
+    logits = to_numpy(lm(inputs, training=False))
+    log_p_red = log_softmax(logits[0, -1])[red[0]]
+    assert log_p_red < 0
+    np.testing.assert_allclose(scores[0] - scores[1], log_p_red, atol=1e-4)
+    np.testing.assert_allclose(scores[2] - scores[3], log_p_red, atol=1e-4)
+
+
+def test_score_rows_are_independent(text_lm):
+    lm, config = text_lm
+    prompts = ["what colour?", "what sound?", "what shape?"]
+    responses = ["red", "a beep", "a square"]
+    data = score_inputs(config, prompts, responses)
+    base = lm.score(data)
+    other = random_inputs(config, batch_size=3, seed=7)
+
+    def changed(scores):
+        return np.abs(scores - base) > CHANGED
+
+    # Another row's response or clip leaves row 0 as it was.
+    edited = dict(data, responses=["red", "silence", "a square"])
+    edited["video"] = data["video"].copy()
+    edited["video"][2] = other["video"][2]
+    scores = lm.score(edited)
+    np.testing.assert_allclose(scores[0], base[0], rtol=UNCHANGED)
+    assert changed(scores)[1:].all()
+    # Its own clip does not.
+    edited = dict(data, video=data["video"].copy())
+    edited["video"][0] = other["video"][0]
+    scores = lm.score(edited)
+    assert changed(scores)[0]
+    np.testing.assert_allclose(scores[1:], base[1:], rtol=UNCHANGED)
+    # k candidates about one clip score as the clip repeated, batched or
+    # not.
+    choices = ["red", "a beep", "a square"]
+    one = {k: data[k][:1] for k in ("video", "audio")}
+    repeated = score_inputs(
+        config,
+        ["what colour?"] * 3,
+        choices,
+        clips={k: np.repeat(v, 3, axis=0) for k, v in one.items()},
+    )
+    grouped = lm.score(score_inputs(config, ["what colour?"] * 3, choices, one))
+    np.testing.assert_allclose(grouped, lm.score(repeated), rtol=UNCHANGED)
+    np.testing.assert_allclose(grouped[0], base[0], rtol=UNCHANGED)
+    single = {k: v[0] for k, v in one.items()}
+    np.testing.assert_allclose(
+        lm.score(score_inputs(config, ["what colour?"] * 3, choices, single)),
+        grouped,
+        rtol=UNCHANGED,
+    )
+
+
+def test_score_errors_say_what_to_fix(lm_and_config, text_lm):
+    bare, config = lm_and_config
+    data = score_inputs(config, ["what colour?"], ["red"])
+    with pytest.raises(
+        ValueError, match="needs the task.s preprocessor.*from_backbone"
+    ):
+        bare.score(data)
+    lm, config = text_lm
+    data = score_inputs(config, ["what colour?"], ["red"])
+    del data["responses"]
+    with pytest.raises(ValueError, match="`responses`.*got \\['audio'"):
+        lm.score(data)
