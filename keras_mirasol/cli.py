@@ -591,12 +591,16 @@ def build_parser():
     train.add_argument(
         "--preset",
         default="mirasol_tiny",
-        help="Backbone preset name or preset folder to start from.",
+        help="Backbone preset name or preset folder to start from; or a "
+        "saved model (a run folder, or one saved with "
+        "MirasolCausalLM.save_to_preset, e.g. from pretrained keras-hub "
+        "parts), fine-tuned with its weights, tokenizer and frozen parts.",
     )
     train.add_argument(
         "--tokenizer",
         default=None,
-        help="SentencePiece model (default: train one).",
+        help="SentencePiece model (default: train one; a saved model "
+        "keeps its own).",
     )
     _add_training_options(
         train,

@@ -2,7 +2,10 @@
 
 `train()` is what `keras-mirasol train` runs: a tokenizer trained on the
 records' questions and answers (or one given), a preset backbone sized to
-it, AdamW with warmup and cosine decay, the tf.data snippet pipeline,
+it (or a whole saved task, its tokenizer and weights kept, to fine-tune:
+a run folder, or a model built from pretrained keras-hub parts and saved
+with `save_to_preset`), AdamW with warmup and cosine decay, the tf.data
+snippet pipeline,
 `model.fit` with atomic checkpoints of the whole run (weights, optimizer,
 random generators, data position; see `keras_mirasol.checkpointing`) so
 that a killed run started again with the same arguments continues where
@@ -97,6 +100,75 @@ def build_task(
     lm = MirasolCausalLM(
         backbone, preprocessor, text_loss_reduction=text_loss_reduction
     )
+    _compile(lm, learning_rate, steps, warmup_steps, weight_decay)
+    return lm
+
+
+def is_task_preset(preset):
+    """Whether `preset` is a folder holding a whole task to fine-tune.
+
+    Such a folder, written by `MirasolCausalLM.save_to_preset` (a `train`
+    run folder, or a model built with `MirasolBackbone.from_components`),
+    carries its tokenizer and preprocessor besides the backbone.
+
+    Args:
+        preset: str. A preset name or folder.
+
+    Returns:
+        bool.
+    """
+    return os.path.isfile(os.path.join(str(preset), "preprocessor.json"))
+
+
+def load_task(
+    preset,
+    learning_rate=1e-3,
+    steps=1000,
+    warmup_steps=100,
+    weight_decay=0.01,
+    text_loss_reduction="token",
+    **overrides,
+):
+    """A compiled `MirasolCausalLM` from a saved task, to fine-tune.
+
+    Weights, tokenizer, preprocessor (its prompt template too) and which
+    parts are frozen come from the folder; the optimizer is `build_task`'s.
+
+    Args:
+        preset: str. A folder written by `MirasolCausalLM.save_to_preset`.
+        learning_rate: float. Peak learning rate, reached after the
+            warmup. Defaults to `1e-3`.
+        steps: int. Training steps the schedule spans (warmup included).
+            Defaults to `1000`.
+        warmup_steps: int. Steps of linear warmup. Defaults to `100`.
+        weight_decay: float. AdamW weight decay. Defaults to `0.01`.
+        text_loss_reduction: str. `"token"` or `"response"` (see
+            `MirasolCausalLM`). Defaults to `"token"`.
+        **overrides: only `dtype`: the saved model's architecture and
+            weights are what is fine-tuned.
+
+    Returns:
+        A compiled `MirasolCausalLM` with a preprocessor.
+
+    Raises:
+        ValueError: an override other than `dtype`.
+    """
+    unknown = sorted(set(overrides) - {"dtype"})
+    if unknown:
+        raise ValueError(
+            f"{preset} holds a trained model, whose architecture cannot "
+            f"change: {unknown} cannot be overridden (only dtype). Start "
+            "from a preset name to train another configuration."
+        )
+    lm = MirasolCausalLM.from_preset(
+        preset, text_loss_reduction=text_loss_reduction, **overrides
+    )
+    _compile(lm, learning_rate, steps, warmup_steps, weight_decay)
+    return lm
+
+
+def _compile(lm, learning_rate, steps, warmup_steps, weight_decay):
+    """AdamW, warmup then cosine decay to 5%, global norm clipped to 1."""
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0,
         max(steps - warmup_steps, 1),
@@ -109,7 +181,6 @@ def build_task(
             schedule, weight_decay=weight_decay, global_clipnorm=1.0
         )
     )
-    return lm
 
 
 class NonFiniteLossError(RuntimeError):
@@ -270,13 +341,16 @@ def train(
             `history.json` and, if the records held damaged ones (a
             failed checksum, a file cut short: skipped and logged, see
             `snippet_dataset`), `damaged_records.json` listing them.
-        preset: str. Backbone preset (or preset folder) to start from.
-            Defaults to `"mirasol_tiny"`.
+        preset: str. Backbone preset name or folder to start from; or
+            a folder written by `MirasolCausalLM.save_to_preset` (a run
+            folder, a model from `MirasolBackbone.from_components`), which
+            is fine-tuned with its weights, tokenizer, preprocessor and
+            frozen parts (`is_task_preset`). Defaults to `"mirasol_tiny"`.
         val_data: records of the validation split, or None.
             Defaults to `None`.
         tokenizer: path of a SentencePiece model, a `MirasolTokenizer`,
             or None. Defaults to `None`, which trains one on the training
-            records' text.
+            records' text (or, for a saved task, keeps its own).
         steps: int. Training steps in total (rounded down to a multiple
             of `epochs`, at least one per epoch). Defaults to `1000`.
         epochs: int. Checkpoint and validation every `steps // epochs`.
@@ -364,12 +438,19 @@ def train(
                 checkpoint_every=checkpoint_every,
                 **overrides,
             )
+    fine_tune = is_task_preset(preset)
+    if fine_tune and tokenizer is not None:
+        raise ValueError(
+            f"{preset} is a saved model with its own tokenizer, which its "
+            "weights were trained with: leave out the tokenizer argument "
+            "(--tokenizer) to fine-tune it."
+        )
     os.makedirs(out_dir, exist_ok=True)
     backup_dir = os.path.join(out_dir, "backup")
     steps_per_epoch = max(1, steps // epochs)
     run = _run_arguments(
         train_data,
-        preset=preset,
+        preset=os.path.abspath(preset) if fine_tune else preset,
         tokenizer=tokenizer
         if tokenizer is None or isinstance(tokenizer, str)
         else "given",
@@ -389,7 +470,9 @@ def train(
         _check_same_run(resume_state["run"], run, out_dir, backup_dir)
     keras.utils.set_random_seed(seed)
     damaged = DamagedRecords()
-    if resume_from is not None:
+    if fine_tune:
+        tokenizer = None  # the saved task's own, loaded with it
+    elif resume_from is not None:
         # The run's own tokenizer, whatever was given or would be trained.
         tokenizer = MirasolTokenizer(
             proto=os.path.join(resume_from, "tokenizer.model")
@@ -406,15 +489,17 @@ def train(
         # Seeding clears TensorFlow's eager caches, and with them the
         # SentencePiece op of a tokenizer made before: make it again.
         tokenizer.set_proto(tokenizer.proto)
-    lm = build_task(
-        preset,
-        tokenizer,
+    schedule = dict(
         learning_rate=learning_rate,
         steps=steps_per_epoch * epochs,
         warmup_steps=min(100, steps // 10),
         text_loss_reduction=text_loss_reduction,
-        **overrides,
     )
+    if fine_tune:
+        lm = load_task(preset, **schedule, **overrides)
+        tokenizer = lm.preprocessor.tokenizer
+    else:
+        lm = build_task(preset, tokenizer, **schedule, **overrides)
     start_step, history, metrics = 0, {}, None
     if resume_from is not None:
         resume_from, resume_state = restore(lm, resume_from)
@@ -475,7 +560,8 @@ def train(
         run=run,
         history=history,
         metrics=metrics,
-        tokenizer_proto=tokenizer.proto,
+        # A saved task's tokenizer is read from it again on resuming.
+        tokenizer_proto=None if fine_tune else tokenizer.proto,
     )
     callbacks = [
         # First: it raises before the callback that saves.

@@ -430,3 +430,93 @@ def test_resuming_with_other_arguments_names_them(avqa_records, tmp_path):
     assert "seed: 0 then, 1 now" in message
     assert "Run the same command again to resume it" in message
     assert str(out / "backup") in message
+
+
+def saved_model_of_pretrained_parts(folder):
+    """A tiny VideoPrism (frozen) and Gemma3 model saved as a preset."""
+    from keras_mirasol.models import MirasolCausalLMPreprocessor
+    from keras_mirasol.models import chat_template
+    from tests.models.test_pretrained_parts import from_components
+    from tests.models.test_pretrained_parts import tiny_gemma3
+    from tests.models.test_pretrained_parts import tiny_gemma3_tokenizer
+
+    keras.utils.set_random_seed(0)
+    tokenizer = tiny_gemma3_tokenizer()
+    backbone = from_components(
+        text_decoder=tiny_gemma3(tokenizer.vocabulary_size()),
+        freeze=("video_encoder",),
+    )
+    preprocessor = MirasolCausalLMPreprocessor.from_backbone(
+        backbone, tokenizer, prompt_template=chat_template(tokenizer)
+    )
+    MirasolCausalLM(backbone, preprocessor).save_to_preset(str(folder))
+    return {w.path: w.numpy() for w in backbone.weights}
+
+
+def test_train_fine_tunes_a_saved_model_of_pretrained_parts(
+    avqa_records, tmp_path
+):
+    """`keras-mirasol train --preset <saved task>`: its weights, tokenizer,
+    prompt template and frozen parts are kept; only trainable ones move."""
+    import keras_hub
+
+    saved = tmp_path / "start"
+    before = saved_model_of_pretrained_parts(saved)
+    assert training.is_task_preset(str(saved))
+    assert not training.is_task_preset("mirasol_tiny")
+    out = tmp_path / "run"
+    command = ["train", "--preset", str(saved), "--train"]
+    command += [avqa_records["train"], "--out", str(out), "--steps", "3"]
+    command += ["--epochs", "1", "--batch-size", "4"]
+    assert cli.main(command) == 0
+    tuned = MirasolCausalLM.from_preset(str(out))
+    start = MirasolCausalLM.from_preset(str(saved))
+    tokenizer = tuned.preprocessor.tokenizer
+    assert isinstance(tokenizer, keras_hub.tokenizers.Gemma3Tokenizer)
+    question = "what colour is the square"
+    assert tokenizer.detokenize(tokenizer(question)) == question
+    assert tuned.preprocessor.prompt_template == (
+        start.preprocessor.prompt_template
+    )
+    assert tuned.backbone.get_config() == start.backbone.get_config()
+    prism = tuned.backbone.video_encoder.backbone
+    assert not prism.trainable
+    frozen = {w.path for w in prism.weights}
+    moved = 0
+    for w in tuned.backbone.weights:
+        if w.path in frozen:
+            np.testing.assert_array_equal(w.numpy(), before[w.path], w.path)
+        else:
+            moved += not np.array_equal(w.numpy(), before[w.path])
+    # The gated cross-attention opened and Mirasol's own parts trained.
+    gates = [
+        float(block.attention_gate.numpy())
+        for block in tuned.backbone.text_decoder.cross_attention_blocks
+    ]
+    assert all(gate != 0 for gate in gates)
+    assert moved > len(tuned.backbone.trainable_weights) // 2
+
+
+@pytest.mark.one_backend
+def test_fine_tuning_a_saved_model_refuses_a_new_tokenizer_or_config(
+    avqa_records, tmp_path
+):
+    saved = tmp_path / "start"
+    saved_model_of_pretrained_parts(saved)
+    common = dict(steps=1, epochs=1, batch_size=4, verbose=0)
+    with pytest.raises(ValueError, match="leave out the tokenizer"):
+        training.train(
+            avqa_records["train"],
+            str(tmp_path / "a"),
+            preset=str(saved),
+            tokenizer="vocab.spm",
+            **common,
+        )
+    with pytest.raises(ValueError, match=r"\['num_snippets'\] cannot be"):
+        training.train(
+            avqa_records["train"],
+            str(tmp_path / "b"),
+            preset=str(saved),
+            num_snippets=2,
+            **common,
+        )
