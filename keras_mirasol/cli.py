@@ -71,6 +71,7 @@ def cmd_convert(args):
         workers=args.workers,
         timeout=args.timeout or None,
         splits=args.split,
+        max_seconds=args.max_seconds,
     )
     for item in report["skipped"]:
         print(f"skipped {item['input']}: {item['reason']}", file=sys.stderr)
@@ -528,6 +529,14 @@ def build_parser():
         default=120,
         help="Seconds one video may take to decode before its worker is "
         "killed and the video skipped (needs --workers >= 2; 0: no limit).",
+    )
+    convert.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="Store at most this many seconds of each clip (decoding stops "
+        "there: a long file costs that span's memory); default: whole "
+        "clips.",
     )
     convert.add_argument(
         "--split",

@@ -317,6 +317,7 @@ def convert(
     timeout=120,
     verbose=True,
     splits=None,
+    max_seconds=None,
     _read_clip=None,
 ):
     """Decode videos and write TFRecord shards of clips and annotations.
@@ -347,6 +348,11 @@ def convert(
         splits: str, list of str or None. Keep only annotations whose
             `split` field is one of these (VGGSound's CSV lists every
             split). Defaults to `None`, which keeps every annotation.
+        max_seconds: float or None. Store at most this many seconds of
+            each clip, from its start: decoding stops there, so a long
+            file costs the memory of that span only (the model's window
+            is a few seconds). Defaults to `None`, which stores whole
+            clips.
         _read_clip: for tests only: a module-level function used in place
             of `read_clip` in the workers. Defaults to `None`, which means
             `read_clip`.
@@ -368,6 +374,11 @@ def convert(
     start_time = time.time()
     if isinstance(splits, str):
         splits = [splits]
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(
+            f"max_seconds={max_seconds}: give a positive number of seconds, "
+            "or None to store whole clips."
+        )
     clips, skipped = load_annotations(annotation_paths, splits)
     if not clips:
         in_splits = f" in splits {splits}" if splits is not None else ""
@@ -387,6 +398,8 @@ def convert(
     }
     if splits is not None:
         settings["splits"] = sorted(splits)
+    if max_seconds is not None:
+        settings["max_seconds"] = max_seconds
     os.makedirs(out_dir, exist_ok=True)
     settings_path = os.path.join(out_dir, SETTINGS_FILE)
     if os.path.exists(settings_path):
@@ -432,6 +445,7 @@ def convert(
                     sample_rate,
                     timeout,
                     progress,
+                    max_seconds,
                 )
             )
     for shard_report in shard_reports:
@@ -464,6 +478,7 @@ def _write_shard(
     sample_rate,
     timeout,
     progress,
+    max_seconds=None,
 ):
     """Write one shard (atomically) unless a finished one is there."""
     import tensorflow as tf
@@ -487,6 +502,10 @@ def _write_shard(
             path = finder.find(notes[0]["precut"])
             if path is not None:
                 time_range = (0.0, end - start)
+        if max_seconds is not None:
+            begin, stop = time_range or (0.0, None)
+            stop = begin + max_seconds if stop is None else stop
+            time_range = (begin, min(stop, begin + max_seconds))
         key = path if path is not None else ("missing", index)
         groups.setdefault(key, []).append((index, time_range))
     jobs = [

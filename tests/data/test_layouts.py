@@ -321,3 +321,26 @@ def test_malformed_ranges_and_choices_name_the_field(tmp_path, record, words):
     assert clips == []
     ((item),) = skipped
     assert words in item["reason"]
+
+
+# --- max_seconds --------------------------------------------------------
+
+
+def test_max_seconds_stores_the_start_of_each_clip(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    long_video(videos / "a.mp4", 6, seed=7)
+    annotations = tmp_path / "qa.jsonl"
+    annotations.write_text(
+        json.dumps({"video": "a.mp4", "question": "q", "answer": "x"})
+        + "\n"
+        + json.dumps({"video": "a.mp4", "caption": "c", "start": 1, "end": 5})
+        + "\n"
+    )
+    report, clips = convert_layout(tmp_path, [annotations], max_seconds=2.5)
+    assert report["clips"] == 2
+    assert_cut_from(clips["a"], videos / "a.mp4", 0, 2.5)
+    assert_cut_from(clips["a_1_5"], videos / "a.mp4", 1, 2.5)
+    assert clips["a"]["video"].shape[0] == 10
+    with pytest.raises(ValueError, match="max_seconds=0"):
+        convert_layout(tmp_path, [annotations], max_seconds=0)
