@@ -46,10 +46,12 @@ workdir = tempfile.mkdtemp()
 ## Your videos and questions
 
 Any folder of mp4, mkv, webm, avi or mov files, with annotations in JSONL
-(`video`, `question`, `answer`, optional `type` and `clip_id`), CSV or the
-MSRVTT-QA json layout. Here `write_dataset` writes such a folder: H.264 +
-AAC files of coloured shapes and tones, and train/val/test JSONL files
-whose questions are about what is seen, heard, or both at once.
+(`video`, `question`, `answer`, optional `type`, `clip_id` and a `start`
+/ `end` time range), CSV, or the layouts of MSRVTT-QA, VGGSound,
+ActivityNet-QA, ActivityNet Captions and NExT-QA (see the README). Here
+`write_dataset` writes such a folder: H.264 + AAC files of coloured shapes
+and tones, and train/val/test JSONL files whose questions are about what
+is seen, heard, or both at once.
 """
 
 avqa = os.path.join(workdir, "avqa")
@@ -217,3 +219,71 @@ again = restored.generate(
 print(
     json.dumps({"saved": tuned_dir, "same answer": list(again) == list(answer)})
 )
+
+"""
+## Start from pretrained keras-hub parts
+
+keras-hub ships pretrained video and text models, and
+`MirasolBackbone.from_components` builds a Mirasol model around them: a
+`VideoPrismBackbone` runs on each snippet, a `Gemma3Backbone` (or Qwen3,
+Llama) becomes the text decoder with gated cross-attention inserted (its
+logits are the language model's until training opens the gates), and
+`freeze=` keeps a part's pretrained weights. With real weights:
+
+```python
+video = keras_hub.models.VideoPrismBackbone.from_preset(
+    "videoprism_public_v1_base")
+text = keras_hub.models.Gemma3Backbone.from_preset("gemma3_instruct_270m")
+tokenizer = keras_hub.tokenizers.Gemma3Tokenizer.from_preset(
+    "gemma3_instruct_270m")
+```
+
+Tiny random parts of the same classes stand in here (nothing to
+download), with this run's vocabulary. Saved with `save_to_preset`, the
+model is fine-tuned by `train` (or `keras-mirasol train --preset DIR`)
+with its weights, tokenizer and frozen parts kept.
+"""
+
+import keras_hub  # noqa: E402
+
+from keras_mirasol.models import MirasolBackbone  # noqa: E402
+from keras_mirasol.models import MirasolCausalLMPreprocessor  # noqa: E402
+
+tokenizer = restored.preprocessor.tokenizer
+video = keras_hub.models.VideoPrismBackbone(
+    num_frames=2, patch_size=8, hidden_dim=16, intermediate_dim=32,
+    num_heads=2, num_spatial_layers=1, num_temporal_layers=1,
+    num_auxiliary_layers=0, image_shape=(16, 16, 3),
+)  # fmt: skip
+text = keras_hub.models.Gemma3Backbone(
+    vocabulary_size=tokenizer.vocabulary_size(), image_size=16,
+    num_layers=2, num_query_heads=2, num_key_value_heads=1, hidden_dim=32,
+    intermediate_dim=64, head_dim=16,
+)  # fmt: skip
+backbone = MirasolBackbone.from_components(
+    video_encoder=video,
+    text_decoder=text,
+    base="mirasol_tiny",
+    num_snippets=4,  # 4 snippets of VideoPrism's 2 frames
+    max_sequence_length=32,
+    freeze=("video_encoder",),
+)
+parts = MirasolCausalLM(
+    backbone, MirasolCausalLMPreprocessor.from_backbone(backbone, tokenizer)
+)
+start_dir = os.path.join(workdir, "runs", "from_parts")
+parts.save_to_preset(start_dir)
+frozen = backbone.count_params() - sum(
+    int(np.prod(w.shape)) for w in backbone.trainable_weights
+)
+print(f"frozen: {frozen:,} of {backbone.count_params():,} parameters")
+lm, history = train(
+    records["train"],
+    os.path.join(workdir, "runs", "from_parts_tuned"),
+    preset=start_dir,
+    steps=2,
+    epochs=1,
+    batch_size=4,
+    verbose=0,
+)
+print({k: round(v[-1], 3) for k, v in history.items()})
