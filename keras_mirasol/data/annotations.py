@@ -455,7 +455,15 @@ def _chosen(answer, choices):
 
 
 # Annotation fields whose text trains a vocabulary.
-TEXT_FIELDS = ("question", "answer", "caption", "prompt", "response")
+TEXT_FIELDS = (
+    "question",
+    "answer",
+    "caption",
+    "label",
+    "prompt",
+    "response",
+    "choices",
+)
 
 
 def _record_texts(record):
@@ -465,13 +473,18 @@ def _record_texts(record):
             yield value
         elif isinstance(value, list):
             yield from (v for v in value if isinstance(v, str))
+    index = 0  # NExT-QA's candidate answers, a0, a1, ...
+    while isinstance(record.get(f"a{index}"), str):
+        yield record[f"a{index}"]
+        index += 1
 
 
 def file_texts(path):
     """Texts of an annotation file (JSONL, JSON, CSV) or lines of a text file.
 
     Annotation files are read like `convert` reads them, for their
-    `question`, `answer`, `caption`, `prompt` and `response` fields;
+    `question`, `answer`, `caption`, `label`, `prompt`, `response` and
+    `choices` fields (and NExT-QA's `a0`, `a1`, ...);
     entries that cannot be read are skipped (`convert` reports them).
 
     Args:

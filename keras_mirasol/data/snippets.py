@@ -32,6 +32,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_mirasol.data.annotations import CHOICE_SEPARATOR
 from keras_mirasol.data.record_io import BadRecord
 from keras_mirasol.data.record_io import DamagedRecords
 from keras_mirasol.data.record_io import is_intact
@@ -207,7 +208,7 @@ def _or_default(sparse, count, default):
 
 
 def record_texts(path, damaged=None):
-    """Every question and answer stored in the records at `path`.
+    """Every question, answer and candidate answer in the records at `path`.
 
     Args:
         path: records written by `convert`: a folder, glob, file, or list
@@ -216,7 +217,9 @@ def record_texts(path, damaged=None):
             skipped (`record_dataset`). Defaults to `None`.
 
     Yields:
-        str: each non-empty question and answer, in file order.
+        str: each non-empty question and answer, then each candidate
+        answer of the clip's multiple-choice questions, clip by clip in
+        file order.
     """
     ds = record_dataset(record_files(path), damaged).map(parse_clip)
     for clip in ds.as_numpy_iterator():
@@ -224,6 +227,9 @@ def record_texts(path, damaged=None):
             for text in clip[key]:
                 if text:
                     yield text.decode("utf-8")
+        for joined in clip["choices"]:
+            if joined:
+                yield from joined.decode("utf-8").split(CHOICE_SEPARATOR)
 
 
 def count_questions(path, damaged=None):

@@ -15,7 +15,9 @@ from keras_mirasol.data import convert
 from keras_mirasol.data import read_clip
 from keras_mirasol.data import read_clips
 from keras_mirasol.data import write_clip
+from keras_mirasol.data.annotations import file_texts
 from keras_mirasol.data.records import load_annotations
+from keras_mirasol.data.snippets import record_texts
 from tests.data.test_records import read_records
 
 # tf.data, media files and TFRecords: the Keras backend plays no part.
@@ -164,6 +166,7 @@ def test_vggsound_csv_cuts_ten_seconds_per_row(vggsound, monkeypatch):
     assert_cut_from(clips["-abc_12_12_22"], videos / "-abc_12.mp4", 12, 10)
     # Only the pre-cut file is there: it is the clip.
     assert_cut_from(clips["xyz_30_40"], videos / "xyz_000030.mp4", 0, 10)
+    assert "rain on a roof" in set(file_texts(csv))
     reasons = {item["input"]: item["reason"] for item in report["skipped"]}
     assert reasons == {
         f"{csv}:4": "file not found",
@@ -301,6 +304,18 @@ def test_nextqa_csv_finds_videos_in_folders_and_keeps_the_choices(tmp_path):
     ((item),) = report["skipped"]
     assert item["input"] == f"{csv}:3"
     assert "answer index 7 is outside the 5 choices" in item["reason"]
+    # A vocabulary trained on the records or the file sees every choice.
+    stored = list(record_texts(str(tmp_path / "out")))
+    assert stored == [
+        "how do the two man play",
+        "ski",
+        "with a ball",
+        "stand",
+        "dance",
+        "ski",
+        "jump",
+    ]
+    assert {"with a ball", "stand", "dance", "jump"} <= set(file_texts(csv))
 
 
 @pytest.mark.parametrize(
