@@ -512,6 +512,16 @@ def packed_text(tokenizer, prompt, response=None):
     return [int(i) for i in ids]
 
 
+def with_tokenizer_op(text_lm):
+    """`text_lm` with its tokenizer's SentencePiece op made again: tests
+    before these seed, which on TensorFlow clears the op made with the
+    module's fixture (see `MirasolTokenizer`)."""
+    lm, config = text_lm
+    tokenizer = lm.preprocessor.tokenizer
+    tokenizer.set_proto(tokenizer.proto)
+    return lm, config
+
+
 def log_softmax(logits):
     logits = np.asarray(logits, "float64")
     top = logits.max(-1, keepdims=True)
@@ -524,7 +534,7 @@ def test_score_is_the_log_likelihood_of_the_response_decoded_with_cache(
     # The response's tokens and end token, fed one by one through the
     # key/value cache (the generation path): their log-probabilities,
     # normalised here, sum to the score; the prompt's do not count.
-    lm, config = text_lm
+    lm, config = with_tokenizer_op(text_lm)
     tokenizer = lm.preprocessor.tokenizer
     prompts = ["what colour is the square?", "what sound?", "say nothing"]
     responses = ["red", "a loud beep", ""]
@@ -567,7 +577,7 @@ def test_score_follows_the_chain_rule_of_normalised_probabilities(text_lm):
     # score(P, "red square") - score(P red, "square") and
     # score(P, "red") - score(P red, "") are both log p(red | clip, P),
     # which the full forward pass gives through a softmax taken here.
-    lm, config = text_lm
+    lm, config = with_tokenizer_op(text_lm)
     tokenizer = lm.preprocessor.tokenizer
     prompt = "what is on screen?"
     longer = prompt + " red"
@@ -598,7 +608,7 @@ def test_score_follows_the_chain_rule_of_normalised_probabilities(text_lm):
 
 
 def test_score_rows_are_independent(text_lm):
-    lm, config = text_lm
+    lm, config = with_tokenizer_op(text_lm)
     prompts = ["what colour?", "what sound?", "what shape?"]
     responses = ["red", "a beep", "a square"]
     data = score_inputs(config, prompts, responses)
@@ -649,7 +659,7 @@ def test_score_errors_say_what_to_fix(lm_and_config, text_lm):
         ValueError, match="needs the task.s preprocessor.*from_backbone"
     ):
         bare.score(data)
-    lm, config = text_lm
+    lm, config = with_tokenizer_op(text_lm)
     data = score_inputs(config, ["what colour?"], ["red"])
     del data["responses"]
     with pytest.raises(ValueError, match="`responses`.*got \\['audio'"):
