@@ -256,16 +256,14 @@ def _with_answer(record, answers, path):
     answer = answers.get(question_id)
     if answer is None:
         answers_path = path[: -len("_q.json")] + "_a.json"
-        return None, f"question_id {question_id!r} has no answer in " + (
-            answers_path
-        )
+        reason = f"question_id {question_id!r} has no answer in {answers_path}"
+        return None, reason
     record = {**record, "answer": answer.get("answer")}
     kind = answer.get("type")
     if isinstance(kind, int) and 0 <= kind < len(ACTIVITYNET_QA_TYPES):
         record["type"] = ACTIVITYNET_QA_TYPES[kind]
     elif kind is not None:
         record["type"] = str(kind)
-    record.setdefault("clip_id", "")
     return record, None
 
 
