@@ -25,6 +25,23 @@ def _stream_seconds(stream):
     return None
 
 
+def _open_video(path):
+    """`(container, its first video stream)`; `MediaError` if there is none.
+
+    The caller closes the container (`with container:`).
+    """
+    try:
+        # A damaged text tag must not cost the clip: PyAV decodes tags as
+        # strict UTF-8 by default and raises UnicodeDecodeError.
+        container = av.open(str(path), metadata_errors="replace")
+    except (av.error.FFmpegError, OSError) as error:
+        raise MediaError(f"Cannot open media file {path}: {error}") from error
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"{path} has no video stream.")
+    return container, container.streams.video[0]
+
+
 def read_clip(path, fps=None, image_size=None, sample_rate=16000):
     """Decode a media file into frames and a mono waveform.
 
@@ -50,16 +67,8 @@ def read_clip(path, fps=None, image_size=None, sample_rate=16000):
     Raises:
         MediaError: the file is missing, empty, corrupt, or has no video.
     """
-    try:
-        # A damaged text tag must not cost the clip: PyAV decodes tags as
-        # strict UTF-8 by default and raises UnicodeDecodeError.
-        container = av.open(str(path), metadata_errors="replace")
-    except (av.error.FFmpegError, OSError) as error:
-        raise MediaError(f"Cannot open media file {path}: {error}") from error
+    container, video_stream = _open_video(path)
     with container:
-        if not container.streams.video:
-            raise MediaError(f"{path} has no video stream.")
-        video_stream = container.streams.video[0]
         height, width = image_size or (None, None)
         picker = _FramePicker(fps, height, width)
         try:
@@ -155,14 +164,8 @@ def read_clips(path, ranges, fps=None, image_size=None, sample_rate=16000):
         return []
     first = min(start for start, _ in ranges)
     ends = [math.inf if end is None else end for _, end in ranges]
-    try:
-        container = av.open(str(path), metadata_errors="replace")
-    except (av.error.FFmpegError, OSError) as error:
-        raise MediaError(f"Cannot open media file {path}: {error}") from error
+    container, stream = _open_video(path)
     with container:
-        if not container.streams.video:
-            raise MediaError(f"{path} has no video stream.")
-        stream = container.streams.video[0]
         height, width = image_size or (None, None)
         pickers = [_FramePicker(fps, height, width) for _ in ranges]
         decoded, last_time, stopped = 0, 0.0, False
