@@ -268,24 +268,68 @@ def cmd_bench(args):
     def log(line):
         print(line, file=sys.stderr, flush=True)
 
+    if args.sections is None:
+        sections = ["scaling"] if args.scaling else list(runner.SECTIONS)
+    else:
+        sections = args.sections.split(",")
+        if args.scaling:
+            sections.append("scaling")
+    known = runner.SECTIONS + runner.EXTRA_SECTIONS
+    unknown = [name for name in sections if name not in known]
+    if unknown:
+        raise ValueError(
+            f"Unknown bench section(s) {unknown}. Use a comma-separated "
+            f"subset of {','.join(known)}."
+        )
+    backends = args.backends or (
+        "jax" if sections == ["scaling"] else "jax,tensorflow"
+    )
+    scaling = {}
+    if args.scaling_frames:
+        try:
+            frames = [int(n) for n in args.scaling_frames.split(",")]
+        except ValueError:
+            frames = []
+        if not frames or min(frames) < 1:
+            raise ValueError(
+                "--scaling-frames takes comma-separated frame counts, e.g. "
+                f"64,128,256,512; got {args.scaling_frames!r}."
+            )
+        scaling["scaling_frames"] = frames
+    if args.scaling_variants:
+        variants = args.scaling_variants.split(",")
+        bad = [v for v in variants if v not in runner.SCALING_VARIANTS]
+        if bad:
+            raise ValueError(
+                f"Unknown --scaling-variants {bad}. Use a comma-separated "
+                f"subset of {','.join(runner.SCALING_VARIANTS)}."
+            )
+        scaling["scaling_variants"] = variants
     jobs = runner.plan_jobs(
         configs=args.config or runner.CONFIG_NAMES,
-        backends=args.backends.split(","),
-        sections=args.sections.split(","),
+        backends=backends.split(","),
+        sections=sections,
         dtypes=args.dtypes.split(","),
         batch_size=args.batch_size,
         steps=args.steps,
         threads=args.threads,
         records=args.records,
+        scaling_config=args.scaling_config,
+        **scaling,
     )
-    if "port" in args.sections.split(","):
+    if "port" in sections:
         from keras_mirasol.benchmark.port import port_available
 
         reason = port_available()
         if reason:
             log(f"skipping the PyTorch port: {reason}")
             jobs = [job for job in jobs if job[0] != "port"]
-    records = runner.run_benchmark(jobs, log=log)
+    cap = (
+        runner.default_memory_cap_mb()
+        if args.memory_cap_gb is None
+        else args.memory_cap_gb * 1024
+    )
+    records = runner.run_benchmark(jobs, log=log, memory_cap_mb=cap)
     summary = runner.summarize(records)
     summary["command"] = " ".join(["keras-mirasol", *sys.argv[1:]])
     summary["cpus"] = os.cpu_count()
@@ -295,7 +339,12 @@ def cmd_bench(args):
     print(f"\nwrote {args.output}")
     if args.json:
         _json_line(summary)
-    return 1 if summary["errors"] else 0
+    # Out of memory is a scaling result (the baseline at long clips), not
+    # a failure; any other failed scaling job is.
+    failed = [
+        r for r in summary["scaling"] if r["error"] and not r["out_of_memory"]
+    ]
+    return 1 if summary["errors"] or failed else 0
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -858,16 +907,52 @@ def build_parser():
     )
     bench.add_argument(
         "--backends",
-        default="jax,tensorflow",
-        help="Comma-separated Keras backends to measure.",
+        default=None,
+        help="Comma-separated Keras backends to measure (default: "
+        "jax,tensorflow; jax for --scaling alone).",
     )
     bench.add_argument(
         "--sections",
-        default="train,parts,port,generate,stream,pipeline",
+        default=None,
         help="Comma-separated subset of train,parts,port,generate,stream,"
-        "pipeline (parts: each part's forward+backward alone, where a "
-        "step's time goes; stream: seconds per snippet appended to a live "
-        "stream, early and at snippet 64).",
+        "pipeline,scaling (parts: each part's forward+backward alone, where "
+        "a step's time goes; stream: seconds per snippet appended to a live "
+        "stream, early and at snippet 64; default: all but scaling).",
+    )
+    bench.add_argument(
+        "--scaling",
+        action="store_true",
+        help="Also run the scaling section (alone when --sections is not "
+        "given): a training step at 64-512 frames for Mirasol with each "
+        "Combiner, with and without remat, and the unchunked baseline; "
+        "time, peak memory, parameters and the ratios from one length to "
+        "four times it. Tens of minutes on a CPU.",
+    )
+    bench.add_argument(
+        "--scaling-frames",
+        default=None,
+        help="Comma-separated clip lengths of the scaling section "
+        "(default: 64,128,256,512).",
+    )
+    bench.add_argument(
+        "--scaling-variants",
+        default=None,
+        help="Comma-separated models of the scaling section (default: "
+        "transformer,ttm,transformer+remat,ttm+remat,unchunked).",
+    )
+    bench.add_argument(
+        "--scaling-config",
+        default="peer-matched",
+        choices=["mirasol_tiny", "mirasol_small", "peer-matched"],
+        help="Config of the scaling section; a preset keeps its frames per "
+        "snippet (default: peer-matched, 4 frames per snippet).",
+    )
+    bench.add_argument(
+        "--memory-cap-gb",
+        type=float,
+        default=None,
+        help="Stop a job whose resident memory passes this and report it "
+        "out of memory (default: 80%% of this machine's memory).",
     )
     bench.add_argument(
         "--dtypes",

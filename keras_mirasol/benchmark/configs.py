@@ -12,6 +12,7 @@ same frames, the same spectrogram length and the same widths.
 
 import math
 
+from keras_mirasol.models.backbone import unchunked_config
 from keras_mirasol.models.presets import backbone_presets
 
 PEER_WIDTH = 264
@@ -33,6 +34,19 @@ PEER_SAMPLE_RATE = 16000
 PORT_HEAD_MODULES = ("to_reconstructed_video", "to_reconstructed_audio")
 
 CONFIG_NAMES = ("mirasol_tiny", "mirasol_small", "peer-matched")
+
+# The scaling section: clip lengths in frames (snippets of a fixed number
+# of frames, so more frames are more snippets) and the models compared.
+SCALING_FRAMES = (64, 128, 256, 512)
+SCALING_VARIANTS = (
+    "transformer",
+    "ttm",
+    "transformer+remat",
+    "ttm+remat",
+    "unchunked",
+)
+# Log-mel frames per video frame of the peer-matched points (1024 at 16).
+PEER_SPECTROGRAM_PER_FRAME = 64
 
 
 def spectrogram_frames(config):
@@ -192,3 +206,44 @@ def benchmark_config(name, frames=16, spectrogram_frames_per_clip=1024):
             f"{sorted(backbone_presets)} or 'peer-matched'."
         )
     return dict(backbone_presets[name]["config"])
+
+
+def scaling_config(name, frames, variant):
+    """A backbone config for one point of the scaling section.
+
+    Args:
+        name: str. `"peer-matched"` (its snippets of 4 frames, 64 log-mel
+            frames per video frame) or a preset name (its frames per
+            snippet kept, so `frames` sets the number of snippets).
+        frames: int. Video frames per clip.
+        variant: str. One of `SCALING_VARIANTS`: a Combiner type,
+            `"+remat"` for rematerialisation, or `"unchunked"` for the
+            baseline without snippets (`unchunked_config`, Transformer
+            Combiner layers keeping every token).
+
+    Returns:
+        dict. A full `MirasolBackbone` config.
+    """
+    if variant not in SCALING_VARIANTS:
+        raise ValueError(
+            f"Unknown scaling variant {variant!r}. Use one of "
+            f"{SCALING_VARIANTS}."
+        )
+    if name == "peer-matched":
+        config = peer_matched_config(
+            frames, frames * PEER_SPECTROGRAM_PER_FRAME
+        )
+    else:
+        config = benchmark_config(name)
+        per_snippet = config["num_frames"] // config["num_snippets"]
+        if frames % per_snippet:
+            raise ValueError(
+                f"`frames` must be a multiple of {name}'s {per_snippet} "
+                f"frames per snippet, got {frames}."
+            )
+        config.update(num_frames=frames, num_snippets=frames // per_snippet)
+    if variant == "unchunked":
+        return unchunked_config(config)
+    combiner, _, remat = variant.partition("+")
+    config.update(combiner_type=combiner, remat=remat == "remat")
+    return config

@@ -5,6 +5,7 @@ Every function builds what it times, runs it once to compile, then times
 clock on whatever machine runs them: compare ratios from one run.
 """
 
+import resource
 import time
 
 import keras
@@ -12,6 +13,7 @@ import numpy as np
 from keras import ops
 
 from keras_mirasol.benchmark.timing import time_calls
+from keras_mirasol.layers.transformer_stack import unrolled_snippet_loops
 from keras_mirasol.models.backbone import MirasolBackbone
 from keras_mirasol.models.causal_lm import MirasolCausalLM
 
@@ -157,7 +159,11 @@ def xla_train_step_flops(lm, batch):
         purge_model_variables=False,
     )
     data = keras.tree.map_structure(jax.numpy.asarray, batch)
-    cost = jax.jit(lm.train_step).lower(state, data).cost_analysis()
+    # Loops over snippets unrolled: the cost analysis counts a loop's body
+    # once, not once per snippet.
+    with unrolled_snippet_loops():
+        lowered = jax.jit(lm.train_step).lower(state, data)
+    cost = lowered.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0]
     return float(cost["flops"])
@@ -175,7 +181,9 @@ def xla_forward_flops(lm, x):
         outputs, _ = lm.backbone.stateless_call(values, others, data)
         return outputs
 
-    cost = jax.jit(forward).lower(values, others, data).cost_analysis()
+    with unrolled_snippet_loops():
+        lowered = jax.jit(forward).lower(values, others, data)
+    cost = lowered.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0]
     return float(cost["flops"])
@@ -250,6 +258,40 @@ def time_fit_steps(lm, batch, steps, on_compiled=None):
     }
 
 
+def peak_rss_mb():
+    """This process's peak resident memory so far, in MiB (Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def device_peak_mb():
+    """Peak memory of the first accelerator in MiB, or None on a CPU.
+
+    JAX's `peak_bytes_in_use`, TensorFlow's `get_memory_info` peak or
+    torch's `max_memory_allocated`: what the step needed on the device.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform == "cpu":
+            return None
+        stats = device.memory_stats() or {}
+        peak = stats.get("peak_bytes_in_use")
+        return None if peak is None else peak / 2**20
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            return None
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
 def time_train_step(config, batch_size=2, steps=10, dtype=None, seed=0):
     """Time the task's training step (AdamW, XLA-compiled) inside `fit`.
 
@@ -267,8 +309,12 @@ def time_train_step(config, batch_size=2, steps=10, dtype=None, seed=0):
         TensorFlow, whose `tf.function` traces again after creating
         variables), `retraces` (traces during the timed steps: 0 when
         nothing recompiles; both None on torch, which runs eagerly), and
-        on JAX `xla_flops`.
+        on JAX `xla_flops`. Memory: `start_rss_mb` (the process before
+        the model is built: the backend and its libraries),
+        `peak_rss_mb` (the process's peak, compiling included) and
+        `device_peak_mb` (the accelerator's peak; None on a CPU).
     """
+    start_rss = peak_rss_mb()
     keras.utils.set_random_seed(seed)
     lm = build_lm(config, dtype=dtype)
     batch = random_batch(config, batch_size, seed=seed)
@@ -294,6 +340,9 @@ def time_train_step(config, batch_size=2, steps=10, dtype=None, seed=0):
         traces=compile_traces,
         retraces=len(traces) - compile_traces,
         batch_size=batch_size,
+        start_rss_mb=start_rss,
+        peak_rss_mb=peak_rss_mb(),
+        device_peak_mb=device_peak_mb(),
     )
     if not _compiles():
         # Eager: the step function runs every step, nothing is traced.

@@ -8,14 +8,27 @@ a table and writes everything as JSON.
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 
 from keras_mirasol.benchmark.configs import CONFIG_NAMES
+from keras_mirasol.benchmark.configs import SCALING_FRAMES
+from keras_mirasol.benchmark.configs import SCALING_VARIANTS
 from keras_mirasol.benchmark.configs import benchmark_config
 from keras_mirasol.benchmark.configs import spectrogram_frames
+from keras_mirasol.benchmark.scaling import format_scaling
+from keras_mirasol.benchmark.scaling import scaling_ratios
+from keras_mirasol.benchmark.scaling import scaling_rows
+from keras_mirasol.benchmark.tables import millions as _millions
+from keras_mirasol.benchmark.tables import number as _f
+from keras_mirasol.benchmark.tables import table as _table
 
 SECTIONS = ("train", "parts", "port", "generate", "stream", "pipeline")
+# Not run unless asked for (`--scaling`): long clips take many minutes.
+EXTRA_SECTIONS = ("scaling",)
 # (frames, spectrogram frames) of the peer-matched points: the port and
 # our model get the same length at each frame count.
 PEER_POINTS = ((16, 1024), (64, 4096))
@@ -28,15 +41,37 @@ class JobError(RuntimeError):
     pass
 
 
-def run_job(job, backend=None, timeout=3600):
+class OutOfMemory(JobError):
+    """A job that did not fit in the memory it was given."""
+
+
+def _rss_mb(pid):
+    """Resident memory of process `pid` in MiB, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def run_job(job, backend=None, timeout=3600, memory_cap_mb=None):
     """Run `job` in a fresh process; return its result dict.
 
     Args:
         job: dict for `keras_mirasol.benchmark.worker`.
         backend: str or None. `KERAS_BACKEND` of the process.
         timeout: float. Seconds before the job is stopped.
+        memory_cap_mb: float or None. Stop the job when its resident
+            memory passes this (read from `/proc` twice a second), so a
+            model that does not fit is reported, not left to push the
+            machine into swap or its out-of-memory killer.
 
     Raises:
+        OutOfMemory: the job passed `memory_cap_mb` or was killed by the
+            system (SIGKILL), naming the job.
         JobError: naming the job and the end of its stderr.
     """
     env = dict(os.environ)
@@ -49,17 +84,41 @@ def run_job(job, backend=None, timeout=3600):
         "keras_mirasol.benchmark.worker",
         json.dumps(job),
     ]
-    try:
-        done = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=timeout
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+    ):
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
+        start = time.monotonic()
+        peak = 0.0
+        while process.poll() is None:
+            rss = _rss_mb(process.pid) or 0.0
+            peak = max(peak, rss)
+            if memory_cap_mb is not None and rss > memory_cap_mb:
+                process.kill()
+                process.wait()
+                raise OutOfMemory(
+                    f"{job} passed the memory cap of {memory_cap_mb:.0f} MiB "
+                    f"({rss:.0f} MiB resident) and was stopped"
+                )
+            if time.monotonic() - start > timeout:
+                process.kill()
+                process.wait()
+                raise JobError(f"{job} timed out after {timeout} s")
+            time.sleep(0.5)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode == -signal.SIGKILL:
+        raise OutOfMemory(
+            f"{job} was killed by the system (SIGKILL, out of memory?) at "
+            f"{peak:.0f} MiB resident"
         )
-    except subprocess.TimeoutExpired as error:
-        raise JobError(f"{job} timed out after {timeout} s") from error
-    lines = done.stdout.strip().splitlines()
-    if done.returncode or not lines:
+    lines = stdout.strip().splitlines()
+    if process.returncode or not lines:
         raise JobError(
-            f"{job} on {backend} failed (exit {done.returncode}):\n"
-            + done.stderr[-3000:]
+            f"{job} on {backend} failed (exit {process.returncode}):\n"
+            + stderr[-3000:]
         )
     return json.loads(lines[-1])
 
@@ -75,12 +134,21 @@ def plan_jobs(
     peer_points=PEER_POINTS,
     generate_tokens=GENERATE_TOKENS,
     records=None,
+    scaling_config="peer-matched",
+    scaling_frames=SCALING_FRAMES,
+    scaling_variants=SCALING_VARIANTS,
 ):
     """The benchmark's jobs, in the order they run.
 
     Args:
         records: str or None. `convert` output for the pipeline section
             (default: 200 synthetic clips written for it).
+        scaling_config: str. Config of the scaling section (see
+            `configs.scaling_config`). Defaults to `"peer-matched"`.
+        scaling_frames: ints. Clip lengths of the scaling section.
+            Defaults to `SCALING_FRAMES`.
+        scaling_variants: strs. Models of the scaling section. Defaults to
+            `SCALING_VARIANTS`.
 
     Returns:
         list of `(section, backend, job)`; `backend` is None for the
@@ -162,6 +230,23 @@ def plan_jobs(
                     ),
                 )
             )
+        if "scaling" in sections:
+            for frames in scaling_frames:
+                for variant in scaling_variants:
+                    jobs.append(
+                        (
+                            "scaling",
+                            backend,
+                            dict(
+                                kind="scaling",
+                                config=scaling_config,
+                                frames=frames,
+                                variant=variant,
+                                batch_size=batch_size,
+                                steps=steps,
+                            ),
+                        )
+                    )
         if "pipeline" in sections:
             jobs.append(
                 (
@@ -251,6 +336,8 @@ def summarize(records):
         "errors": [],
     }
     for r in records:
+        if r["section"] == "scaling":
+            continue
         if "error" in r:
             summary["errors"].append(
                 {"section": r["section"], "job": r["job"], "error": r["error"]}
@@ -318,6 +405,8 @@ def summarize(records):
             )
         elif r["section"] == "port":
             summary["port"].append(dict(result, kind=job["kind"], job=job))
+    summary["scaling"] = scaling_rows(records)
+    summary["scaling_ratios"] = scaling_ratios(summary["scaling"])
     _compare_with_port(summary)
     _share_part_flops(summary["parts"], peaks)
     return summary
@@ -394,38 +483,6 @@ def _compare_with_port(summary):
                         )
                     )
     summary["against_port"] = comparisons
-
-
-def _table(headers, rows):
-    widths = [
-        max(len(str(h)), *(len(str(r[i])) for r in rows))
-        for i, h in enumerate(headers)
-    ]
-    lines = [
-        "| "
-        + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths))
-        + " |",
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-    ]
-    for row in rows:
-        lines.append(
-            "| "
-            + " | ".join(str(c).ljust(w) for c, w in zip(row, widths))
-            + " |"
-        )
-    return "\n".join(lines)
-
-
-def _f(value, digits=3):
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def _millions(value):
-    return f"{value / 1e6:.1f}M"
 
 
 def _port_table(summary, port_train):
@@ -635,6 +692,10 @@ def format_summary(summary):
                 ],
             )
         )
+    if summary.get("scaling"):
+        parts.append(
+            format_scaling(summary["scaling"], summary["scaling_ratios"])
+        )
     for error in summary["errors"]:
         parts.append(
             f"FAILED {error['section']} {error['job']}: "
@@ -643,8 +704,25 @@ def format_summary(summary):
     return "\n\n".join(parts)
 
 
-def run_benchmark(jobs, log=print):
+def default_memory_cap_mb(share=0.8):
+    """`share` of this machine's memory in MiB (Linux), or None."""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+    return share * pages / 2**20
+
+
+def run_benchmark(jobs, log=print, memory_cap_mb=None, timeout=3600):
     """Run `jobs` one after the other; a failed job is recorded, not fatal.
+
+    Args:
+        jobs: from `plan_jobs`.
+        log: function of one str.
+        memory_cap_mb: float or None. A job whose resident memory passes
+            this is stopped and recorded as out of memory
+            (`out_of_memory: True`). Defaults to `None` (no cap).
+        timeout: float. Seconds per job. Defaults to `3600`.
 
     Returns:
         list of records `{section, backend, job, result | error}`.
@@ -654,9 +732,12 @@ def run_benchmark(jobs, log=print):
         log(f"[{i}/{len(jobs)}] {section} {backend or 'torch'} {job}")
         record = {"section": section, "backend": backend, "job": job}
         try:
-            record["result"] = run_job(job, backend)
+            record["result"] = run_job(
+                job, backend, timeout=timeout, memory_cap_mb=memory_cap_mb
+            )
         except JobError as error:
             record["error"] = str(error)
+            record["out_of_memory"] = isinstance(error, OutOfMemory)
             log(f"  failed: {str(error).splitlines()[0]}")
         records.append(record)
     return records

@@ -56,6 +56,17 @@ def run_job(job):
             )
         )
         return result
+    if kind == "scaling":
+        from keras_mirasol.benchmark.configs import scaling_config
+
+        config = scaling_config(job["config"], job["frames"], job["variant"])
+        result.update(
+            measure.time_train_step(
+                config, batch_size=job["batch_size"], steps=job["steps"]
+            )
+        )
+        result["num_snippets"] = config["num_snippets"]
+        return result
     config = benchmark_config(
         job["config"],
         job.get("frames", 16),

@@ -1,7 +1,42 @@
 """A stack of pre-norm transformer encoder blocks with a final norm."""
 
+import contextlib
+
 import keras
 import keras_hub
+from keras import ops
+
+# `unroll` of the loops over snippets (`map_snippets`, the TTM Combiner):
+# 1 (a loop) except inside `unrolled_snippet_loops()`.
+_SNIPPET_LOOP_UNROLL = [1]
+
+
+@contextlib.contextmanager
+def unrolled_snippet_loops():
+    """Trace the loops over snippets fully unrolled while inside.
+
+    For counting FLOPs: XLA's cost analysis counts a loop's body once, not
+    once per snippet. The unrolled program computes the same.
+    """
+    _SNIPPET_LOOP_UNROLL.append(True)
+    try:
+        yield
+    finally:
+        _SNIPPET_LOOP_UNROLL.pop()
+
+
+def scan_snippets(step, init, snippets):
+    """`keras.ops.scan` over the leading (snippet) axis of `snippets`.
+
+    Args:
+        step: function `(carry, snippet) -> (carry, output)`.
+        init: the first carry.
+        snippets: float `[T, ...]`.
+
+    Returns:
+        `(last carry, outputs [T, ...])`.
+    """
+    return ops.scan(step, init, snippets, unroll=_SNIPPET_LOOP_UNROLL[-1])
 
 
 def pre_norm_blocks(
@@ -65,6 +100,37 @@ def call_block(block, x, remat=False, **kwargs):
     if not remat:
         return block(x, **kwargs)
     return keras.remat(lambda inputs: block(inputs, **kwargs))(x)
+
+
+def map_snippets(fn, tokens, num_snippets):
+    """`fn` on one snippet of every clip at a time, in a loop over snippets.
+
+    The form that makes rematerialisation bound memory: the loop
+    (`keras.ops.scan`) keeps what `fn` saves for the backward pass per
+    snippet, and its backward pass runs the snippets one after another,
+    so with `fn`'s blocks under `keras.remat` the activations alive at
+    once are one snippet's, whatever the clip length and however the
+    compiler orders the work (an unrolled program leaves the recomputation
+    free to be scheduled early, which keeps everything alive again).
+
+    Args:
+        fn: function of float `[B, n, D]`, returning `[B, n', D']`.
+        tokens: float `[B * T, n, D]`, clip-major (row `b * T + t` is
+            snippet `t` of clip `b`).
+        num_snippets: int. `T`.
+
+    Returns:
+        float `[B * T, n', D']`, in the order of `tokens`.
+    """
+    x = ops.reshape(tokens, (-1, num_snippets, *tokens.shape[1:]))
+    x = ops.moveaxis(x, 1, 0)
+
+    def step(carry, snippet):
+        return carry, fn(snippet)
+
+    _, y = scan_snippets(step, ops.zeros((), "int32"), x)
+    y = ops.moveaxis(y, 0, 1)
+    return ops.reshape(y, (-1, *y.shape[2:]))
 
 
 def _block_for_last_queries(block, x, keep_last, attention_mask, training):

@@ -4,7 +4,9 @@ from keras_mirasol.models.audio_encoder import AudioEncoder
 from keras_mirasol.models.av_decoder import NextSnippetLatentLoss
 from keras_mirasol.models.av_decoder import TimeAlignedDecoder
 from keras_mirasol.models.backbone import MirasolBackbone
+from keras_mirasol.models.backbone import unchunked_config
 from keras_mirasol.models.causal_lm import MirasolCausalLM
+from keras_mirasol.models.combiner import AllTokensCombiner
 from keras_mirasol.models.combiner import TransformerCombiner
 from keras_mirasol.models.combiner import TTMCombiner
 from keras_mirasol.models.parameter_count import count_parameters
@@ -24,6 +26,7 @@ from keras_mirasol.models.tokenizer import train_tokenizer
 from keras_mirasol.models.video_encoder import VideoEncoder
 
 __all__ = [
+    "AllTokensCombiner",
     "AudioEncoder",
     "MirasolBackbone",
     "MirasolCausalLM",
@@ -44,4 +47,5 @@ __all__ = [
     "chat_template",
     "count_parameters",
     "train_tokenizer",
+    "unchunked_config",
 ]

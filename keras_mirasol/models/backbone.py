@@ -9,6 +9,7 @@ import keras_hub
 from keras_mirasol.models.audio_encoder import AudioEncoder
 from keras_mirasol.models.av_decoder import NextSnippetLatentLoss
 from keras_mirasol.models.av_decoder import TimeAlignedDecoder
+from keras_mirasol.models.combiner import AllTokensCombiner
 from keras_mirasol.models.combiner import TransformerCombiner
 from keras_mirasol.models.combiner import TTMCombiner
 from keras_mirasol.models.config_checks import check_divisible
@@ -33,7 +34,7 @@ from keras_mirasol.models.shape_only import shape_only_weights
 from keras_mirasol.models.text_decoder import TextDecoder
 from keras_mirasol.models.video_encoder import VideoEncoder
 
-COMBINER_TYPES = ("transformer", "ttm")
+COMBINER_TYPES = ("transformer", "ttm", "all_tokens")
 _announced_random_presets = set()
 
 
@@ -53,6 +54,36 @@ def _check_distribution(config):
         check_layouts(
             layouts, shape_only_weights(lambda: MirasolBackbone(**config))
         )
+
+
+def unchunked_config(config):
+    """The unchunked baseline of a `MirasolBackbone` config.
+
+    The same layers and widths without the snippets: one snippet spanning
+    the whole clip (`num_snippets=1`), so each encoder attends over all
+    of the clip's tokens, and the `"all_tokens"` Combiner, which keeps
+    every audio and video token; the time-aligned model is then full
+    attention over all of them and the text decoder cross-attends to all
+    of them. Its cost grows with the square of the clip's tokens where
+    Mirasol's grows with the number of snippets: the comparison
+    `keras-mirasol bench --sections scaling` makes.
+
+    Args:
+        config: dict. A `MirasolBackbone` config.
+
+    Returns:
+        dict. The baseline's config.
+
+    Example:
+    ```python
+    config = keras_mirasol.models.backbone_presets["mirasol_tiny"]["config"]
+    baseline = keras_mirasol.models.MirasolBackbone(
+        **keras_mirasol.models.unchunked_config(config)
+    )
+    baseline.tokens_per_snippet  # 116: every token of the clip
+    ```
+    """
+    return dict(config, num_snippets=1, combiner_type="all_tokens")
 
 
 def audio_samples_per_clip(num_frames, frame_rate, audio_sample_rate):
@@ -125,7 +156,10 @@ class MirasolBackbone(keras_hub.models.Backbone):
         text_intermediate_dim: int. MLP width of the text decoder.
         use_audio: bool. `False` builds the video-only model (no `audio`
             input). Defaults to `True`.
-        combiner_type: str. `"transformer"` or `"ttm"`.
+        combiner_type: str. `"transformer"`, `"ttm"` or `"all_tokens"`
+            (no compression: every token of a snippet is kept and
+            `combiner_tokens` is not used; with `num_snippets=1` the
+            unchunked baseline, see `unchunked_config`).
             Defaults to `"transformer"`.
         ttm_memory_size: int. TTM memory tokens (used by `"ttm"`).
             Defaults to `8`.
@@ -355,6 +389,8 @@ class MirasolBackbone(keras_hub.models.Backbone):
             self.combiner = TTMCombiner(
                 memory_size=ttm_memory_size, **combiner_kwargs
             )
+        elif combiner_type == "all_tokens":
+            self.combiner = AllTokensCombiner(**combiner_kwargs)
         else:
             self.combiner = TransformerCombiner(**combiner_kwargs)
         self.av_decoder = TimeAlignedDecoder(
@@ -478,6 +514,8 @@ class MirasolBackbone(keras_hub.models.Backbone):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.remat = remat
         self.num_audio_samples = num_samples
+        # `m`: `combiner_tokens`, or every token for "all_tokens".
+        self.tokens_per_snippet = combined.shape[2]
         self.token_embedding = self.text_decoder.token_embedding
 
     @staticmethod

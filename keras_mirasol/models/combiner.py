@@ -4,7 +4,8 @@ Two variants from the paper: `TransformerCombiner` (transformer over the
 snippet's tokens, keep the last `m` outputs) and `TTMCombiner` (a Token
 Turing Machine whose memory carries information from snippet to snippet).
 Both map video tokens `[B, T, n_v, D_v]` (and audio tokens
-`[B, T, n_a, D_a]`) to combined tokens `[B, T, m, D]`.
+`[B, T, n_a, D_a]`) to combined tokens `[B, T, m, D]`. A third,
+`AllTokensCombiner`, compresses nothing: it is the unchunked baseline's.
 """
 
 import keras
@@ -12,6 +13,8 @@ from keras import ops
 
 from keras_mirasol.layers.token_learner import TokenLearner
 from keras_mirasol.layers.transformer_stack import TransformerStack
+from keras_mirasol.layers.transformer_stack import map_snippets
+from keras_mirasol.layers.transformer_stack import scan_snippets
 
 
 class CombinerBase(keras.layers.Layer):
@@ -192,9 +195,92 @@ class TransformerCombiner(CombinerBase):
         slots = ops.cast(self.combiner_tokens, self.compute_dtype)
         slots = ops.zeros_like(x[:, :1, :]) + slots[None]
         x = ops.concatenate([x, slots], axis=1)
-        x = self.transformer(x, training=training, keep_last=self.num_tokens)
+
+        def combine(tokens):
+            return self.transformer(
+                tokens, training=training, keep_last=self.num_tokens
+            )
+
+        if self.remat and num_snippets > 1:
+            x = map_snippets(combine, x, num_snippets)
+        else:
+            x = combine(x)
         return ops.reshape(
             x, (-1, num_snippets, self.num_tokens, self.hidden_dim)
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_mirasol")
+class AllTokensCombiner(CombinerBase):
+    """Keep every token: a transformer over each snippet, no compression.
+
+    The snippet's video and audio tokens are projected to `D`, tagged by
+    modality and passed through `L_c` transformer blocks; all
+    `n_v + n_a` outputs are kept (`num_tokens` is not used). With
+    `num_snippets=1` this is the unchunked baseline that the paper's
+    snippets are measured against: every audio and video token of the
+    clip in one sequence under full attention, and the text decoder
+    cross-attending to all of them (`unchunked_config`).
+
+    Args:
+        num_tokens: int. Ignored (every token is kept); kept for the
+            shared Combiner arguments.
+        **kwargs: the other `CombinerBase` arguments: `hidden_dim`,
+            `num_layers`, `num_heads`, `intermediate_dim` (required),
+            `use_audio` (defaults to `True`), `dropout` (defaults to
+            `0.0`), `layer_norm_epsilon` (defaults to `1e-6`), `remat`
+            (defaults to `False`), and layer arguments such as `name` and
+            `dtype`.
+
+    Call arguments:
+        video_tokens: float `[B, T, n_v, D_v]`.
+        audio_tokens: float `[B, T, n_a, D_a]`, or `None` when
+            `use_audio=False`.
+        training: bool or None.
+
+    Returns:
+        float `[B, T, n_v + n_a, D]`.
+
+    Example:
+    ```python
+    combiner = keras_mirasol.models.AllTokensCombiner(
+        num_tokens=4, hidden_dim=32, num_layers=1, num_heads=2,
+        intermediate_dim=64,
+    )
+    combiner(np.ones((2, 3, 8, 16)), np.ones((2, 3, 5, 24)))  # [2, 3, 13, 32]
+    ```
+    """
+
+    def build(self, video_tokens_shape, audio_tokens_shape=None):
+        super().build(video_tokens_shape, audio_tokens_shape)
+        self.transformer.build((None, self.num_input_tokens, self.hidden_dim))
+        self.built = True
+
+    def call(self, video_tokens, audio_tokens=None, training=None):
+        num_snippets = video_tokens.shape[1]
+        x = self.fuse(video_tokens, audio_tokens)
+        x = ops.reshape(x, (-1, self.num_input_tokens, self.hidden_dim))
+        if self.remat and num_snippets > 1:
+            x = map_snippets(
+                lambda tokens: self.transformer(tokens, training=training),
+                x,
+                num_snippets,
+            )
+        else:
+            x = self.transformer(x, training=training)
+        return ops.reshape(
+            x, (-1, num_snippets, self.num_input_tokens, self.hidden_dim)
+        )
+
+    def compute_output_shape(self, video_tokens_shape, audio_tokens_shape=None):
+        num_tokens = video_tokens_shape[2]
+        if audio_tokens_shape is not None:
+            num_tokens += audio_tokens_shape[2]
+        return (
+            video_tokens_shape[0],
+            video_tokens_shape[1],
+            num_tokens,
+            self.hidden_dim,
         )
 
 
@@ -296,11 +382,8 @@ class TTMCombiner(CombinerBase):
             memory = ops.zeros_like(x[:, 0, :1, :]) + ops.zeros_like(
                 memory_embedding
             )
-        outputs = []
-        # A static loop over snippets: T is fixed per model, and each step
-        # depends on the memory written by the previous one.
-        for t in range(x.shape[1]):
-            inputs_t = x[:, t]
+
+        def step(memory, inputs_t):
             tagged_memory = memory + memory_embedding
             read = self.read_learner(
                 ops.concatenate([tagged_memory, inputs_t], axis=1)
@@ -309,8 +392,13 @@ class TTMCombiner(CombinerBase):
             memory = self.write_learner(
                 ops.concatenate([tagged_memory, inputs_t, output_t], axis=1)
             )
-            outputs.append(output_t)
-        outputs = ops.stack(outputs, axis=1)
+            return memory, output_t
+
+        # A loop over snippets (`keras.ops.scan`): each step reads the
+        # memory the previous one wrote. One compiled step for any `T`,
+        # where an unrolled loop compiles `T` copies.
+        memory, outputs = scan_snippets(step, memory, ops.moveaxis(x, 1, 0))
+        outputs = ops.moveaxis(outputs, 0, 1)
         if return_memory:
             return outputs, memory
         return outputs

@@ -5,6 +5,7 @@ import keras_hub
 from keras import ops
 
 from keras_mirasol.layers.transformer_stack import TransformerStack
+from keras_mirasol.layers.transformer_stack import map_snippets
 
 
 class SnippetEncoder(keras.layers.Layer):
@@ -95,7 +96,14 @@ class SnippetEncoder(keras.layers.Layer):
             float `[B, T, n, D]`.
         """
         x = tokens + self.position_embedding(tokens)
-        x = self.transformer(x, training=training)
+        if self.remat and num_snippets > 1:
+            x = map_snippets(
+                lambda snippet: self.transformer(snippet, training=training),
+                x,
+                num_snippets,
+            )
+        else:
+            x = self.transformer(x, training=training)
         return ops.reshape(
             x, (-1, num_snippets, self.tokens_per_snippet, self.hidden_dim)
         )

@@ -129,7 +129,7 @@ class MirasolStream:
             self.samples_per_snippet = (
                 backbone.num_audio_samples // backbone.num_snippets
             )
-        self.tokens_per_snippet = backbone.combiner_tokens
+        self.tokens_per_snippet = backbone.tokens_per_snippet
         self.traces = 0
         self._step = _compile(lm, self._append_step)
         self.reset()

@@ -85,3 +85,38 @@ def test_port_sees_the_same_clip_as_ours():
     with torch.no_grad():
         loss = model(**inputs)
     assert np.isfinite(float(loss))
+
+
+def test_scaling_points_keep_the_snippet_and_vary_the_model():
+    from keras_mirasol.benchmark.configs import scaling_config
+
+    short = scaling_config("peer-matched", 128, "transformer")
+    long = scaling_config("peer-matched", 512, "ttm+remat")
+    # More frames are more snippets of the same 4 frames and 256 log-mel
+    # frames.
+    assert short["num_frames"] // short["num_snippets"] == 4
+    assert long["num_frames"] // long["num_snippets"] == 4
+    assert configs.spectrogram_frames(long) == 4 * configs.spectrogram_frames(
+        short
+    )
+    assert (short["combiner_type"], short["remat"]) == ("transformer", False)
+    assert (long["combiner_type"], long["remat"]) == ("ttm", True)
+    baseline = scaling_config("peer-matched", 128, "unchunked")
+    assert baseline["num_snippets"] == 1
+    assert baseline["combiner_type"] == "all_tokens"
+    tiny = scaling_config("mirasol_tiny", 32, "transformer")
+    assert (tiny["num_frames"], tiny["num_snippets"]) == (32, 8)
+
+
+@pytest.mark.parametrize(
+    "name, frames, variant, words",
+    [
+        ("peer-matched", 128, "lstm", "Unknown scaling variant 'lstm'"),
+        ("mirasol_tiny", 10, "transformer", "multiple of mirasol_tiny's 4"),
+    ],
+)
+def test_scaling_point_errors_name_the_fix(name, frames, variant, words):
+    from keras_mirasol.benchmark.configs import scaling_config
+
+    with pytest.raises(ValueError, match=words):
+        scaling_config(name, frames, variant)

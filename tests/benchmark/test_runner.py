@@ -205,3 +205,118 @@ def test_part_rows_share_the_time_and_take_jax_flops():
     assert by_key["tensorflow", "combiner"]["mfu"] == pytest.approx(0.6)
     table = runner.format_summary(runner.summarize(records))
     assert "combiner" in table and "75%" in table
+
+
+def _scaling(variant, frames, step_s=None, rss=None, params=100, oom=False):
+    job = dict(
+        kind="scaling",
+        config="peer-matched",
+        frames=frames,
+        variant=variant,
+        batch_size=2,
+        steps=3,
+    )
+    if oom:
+        return {
+            "section": "scaling",
+            "backend": "jax",
+            "job": job,
+            "error": f"{job} passed the memory cap",
+            "out_of_memory": True,
+        }
+    return _record(
+        "scaling",
+        "jax",
+        job,
+        median_s=step_s,
+        peak_rss_mb=rss,
+        start_rss_mb=1000.0,
+        device_peak_mb=None,
+        parameters=params,
+        xla_flops=step_s * 1e9,
+    )
+
+
+def test_scaling_ratios_compare_a_clip_with_one_four_times_longer():
+    records = [
+        _scaling("transformer", 128, step_s=2.0, rss=3000.0),
+        _scaling("transformer", 256, step_s=4.0, rss=5000.0),
+        _scaling("transformer", 512, step_s=8.0, rss=9000.0),
+        _scaling("ttm", 128, step_s=1.5, rss=2500.0),
+        _scaling("ttm", 512, step_s=7.0, rss=8000.0),
+        _scaling("transformer+remat", 512, step_s=10.0, rss=3600.0),
+        _scaling("unchunked", 128, step_s=6.0, rss=7000.0, params=120),
+        _scaling("unchunked", 256, step_s=30.0, rss=15000.0, params=140),
+        _scaling("unchunked", 512, oom=True),
+    ]
+    summary = runner.summarize(records)
+    ratios = summary["scaling_ratios"]
+    assert (ratios["long"], ratios["short"]) == (512, 128)
+    growth = {g["variant"]: g for g in ratios["growth"]}
+    assert growth["transformer"]["time"] == pytest.approx(4.0)
+    assert growth["transformer"]["memory"] == pytest.approx(3.0)
+    # Without the 1000 MiB the process held before the model.
+    assert growth["transformer"]["model_memory"] == pytest.approx(4.0)
+    assert growth["transformer"]["same_parameters"] is True
+    assert growth["unchunked"]["same_parameters"] is False
+    assert growth["unchunked"]["out_of_memory_at"] == 512
+    assert growth["unchunked"]["time"] is None
+    compared = {(c["variant"], c["frames"]): c for c in ratios["comparisons"]}
+    assert compared["ttm", 128]["time"] == pytest.approx(0.75)
+    assert compared["ttm", 128]["flops"] == pytest.approx(0.75)
+    assert compared["transformer+remat", 512]["memory"] == pytest.approx(0.4)
+    # An out-of-memory job is a result of this section, not an error.
+    assert summary["errors"] == []
+    table = runner.format_summary(summary)
+    assert "t(512)/t(128)" in table and "out of memory" in table
+
+
+def test_a_job_over_the_memory_cap_is_stopped_and_says_so():
+    # The worker's imports alone pass 50 MiB.
+    job = {"kind": "peak"}
+    with pytest.raises(runner.OutOfMemory, match="memory cap of 50 MiB"):
+        runner.run_job(job, keras.backend.backend(), memory_cap_mb=50)
+    (record,) = runner.run_benchmark(
+        [("scaling", keras.backend.backend(), job)],
+        log=lambda line: None,
+        memory_cap_mb=50,
+    )
+    assert record["out_of_memory"] and "result" not in record
+
+
+@pytest.mark.one_backend
+def test_bench_scaling_measures_each_length(tmp_path, capsys):
+    # Two short jobs; the baseline's own checks are in test_backbone.
+    out = tmp_path / "bench.json"
+    code = cli.main(
+        [
+            "bench",
+            "--scaling",
+            "--scaling-config",
+            "mirasol_tiny",
+            "--scaling-frames",
+            "8,16",
+            "--scaling-variants",
+            "transformer+remat",
+            "--steps",
+            "1",
+            "--output",
+            str(out),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0
+    rows = json.loads(out.read_text())["summary"]["scaling"]
+    assert [(r["variant"], r["frames"]) for r in rows] == [
+        ("transformer+remat", 8),
+        ("transformer+remat", 16),
+    ]
+    assert all(r["step_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
+    # Mirasol's parameters do not depend on the clip's length.
+    assert rows[0]["parameters"] == rows[1]["parameters"]
+    assert "t(16)/t(8)" in printed and "| True " in printed
+
+
+def test_bench_refuses_an_unknown_section():
+    with pytest.raises(ValueError, match="Unknown bench section.*scaling"):
+        cli.main(["bench", "--sections", "train,scalling"])

@@ -70,6 +70,47 @@ def test_time_aligned_latents_are_causal(model_and_config, modality):
         assert np.all(per_snippet[snippet:] > CHANGED), per_snippet
 
 
+def test_unchunked_baseline_attends_over_the_whole_clip():
+    config = small_config()
+    baseline_config = backbone.unchunked_config(config)
+    model = MirasolBackbone(**baseline_config)
+    inputs = random_inputs(config, batch_size=1)
+    out = model.predict_on_batch(inputs)
+    # Every token of the clip: 8 frames / 2 * (16 / 8) ** 2 = 16 video
+    # tokens and the whole clip's spectrogram patches, in one snippet.
+    video_tokens = 16
+    audio_tokens = model.get_layer("audio_encoder").output.shape[2]
+    assert model.tokens_per_snippet == video_tokens + audio_tokens
+    assert out["av_latents"].shape == (1, video_tokens + audio_tokens, 32)
+    # No snippets: the last frames reach the first latent, which Mirasol's
+    # block-causal model never lets them do.
+    changed = dict(inputs, video=inputs["video"].copy())
+    changed["video"][:, -2:] = np.random.default_rng(1).uniform(
+        size=changed["video"][:, -2:].shape
+    )
+    first = model.predict_on_batch(changed)["av_latents"][:, 0]
+    assert np.abs(first - out["av_latents"][:, 0]).max() > CHANGED
+    mirasol = MirasolBackbone(**config)
+    a = mirasol.predict_on_batch(inputs)["av_latents"][:, 0]
+    b = mirasol.predict_on_batch(changed)["av_latents"][:, 0]
+    np.testing.assert_allclose(a, b, atol=UNCHANGED)
+
+
+def test_parameters_do_not_grow_with_the_clip_but_the_baselines_do():
+    short = small_config()
+    # Twice the clip in twice the snippets of the same length.
+    long = small_config(num_frames=16, num_snippets=8)
+    assert (
+        MirasolBackbone(**short).count_params()
+        == MirasolBackbone(**long).count_params()
+    )
+    # The baseline's encoders learn a position per token of the clip.
+    assert (
+        MirasolBackbone(**backbone.unchunked_config(long)).count_params()
+        > MirasolBackbone(**backbone.unchunked_config(short)).count_params()
+    )
+
+
 def test_audio_reaches_only_its_snippet_in_the_combiner():
     config = small_config()
     model = MirasolBackbone(**config)
@@ -326,16 +367,18 @@ class MirasolBackboneTest(TestCase):
         )
 
 
-def test_remat_trains_to_the_same_weights():
+@pytest.mark.parametrize("combiner_type", ["transformer", "ttm"])
+def test_remat_trains_to_the_same_weights(combiner_type):
     # Rematerialisation recomputes the blocks' activations in the backward
-    # pass: one training step must move every weight exactly as without.
-    # A TTM Combiner: its transformer runs once per snippet.
+    # pass, the encoders and the Transformer Combiner in a loop over
+    # snippets: one training step must move every weight exactly as
+    # without. The TTM Combiner loops over snippets either way.
     from keras_mirasol.models import MirasolCausalLM
 
     trained = []
     for remat in (False, True):
         keras.utils.set_random_seed(0)
-        config = small_config(remat=remat, combiner_type="ttm")
+        config = small_config(remat=remat, combiner_type=combiner_type)
         lm = MirasolCausalLM(MirasolBackbone(**config))
         lm.compile(optimizer=keras.optimizers.SGD(0.5))
         before = [keras.ops.convert_to_numpy(w) for w in lm.weights]
@@ -352,3 +395,36 @@ def test_remat_trains_to_the_same_weights():
     # The switch is part of the config, down to every transformer stack.
     assert MirasolBackbone.from_config(lm.backbone.get_config()).remat
     assert lm.backbone.combiner.transformer.get_config()["remat"]
+
+
+@pytest.mark.one_backend
+def test_remat_bounds_the_backward_pass_memory():
+    # XLA's own plan of the gradient's buffers: with remat the encoders
+    # and the Combiner keep one snippet's activations at a time, so the
+    # gradient of an 8-snippet clip needs a fraction of the memory.
+    import jax
+
+    def gradient_temp_bytes(remat):
+        config = small_config(
+            num_frames=16,
+            num_snippets=8,
+            video_num_layers=3,
+            audio_num_layers=3,
+            video_intermediate_dim=256,
+            audio_intermediate_dim=256,
+            remat=remat,
+        )
+        model = MirasolBackbone(**config)
+        inputs = random_inputs(config, batch_size=4)
+        values = [v.value for v in model.trainable_variables]
+        others = [v.value for v in model.non_trainable_variables]
+
+        def loss(values):
+            outputs, _ = model.stateless_call(values, others, inputs)
+            return sum(keras.ops.sum(v**2) for v in outputs.values())
+
+        compiled = jax.jit(jax.grad(loss)).lower(values).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    plain, remat = gradient_temp_bytes(False), gradient_temp_bytes(True)
+    assert remat < 0.5 * plain, (remat, plain)

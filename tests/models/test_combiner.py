@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from keras_mirasol.models import AllTokensCombiner
 from keras_mirasol.models import TransformerCombiner
 from keras_mirasol.models import TTMCombiner
 from tests.conftest import CHANGED
@@ -38,8 +39,18 @@ def test_shape_and_config(cls):
     assert_config_round_trip(combiner)
 
 
-def test_transformer_combiner_combines_each_snippet_on_its_own():
-    combiner = TransformerCombiner(**KWARGS)
+def test_all_tokens_combiner_keeps_every_token():
+    combiner = AllTokensCombiner(**KWARGS, name="combiner")
+    video, audio = tokens()
+    # 5 video + 4 audio tokens per snippet, all kept; `num_tokens` unused.
+    assert tuple(combiner(video, audio).shape) == (2, 3, 9, 16)
+    assert_config_round_trip(combiner)
+    assert "combiner_tokens" not in {w.name for w in combiner.weights}
+
+
+@pytest.mark.parametrize("cls", [TransformerCombiner, AllTokensCombiner])
+def test_combiner_combines_each_snippet_on_its_own(cls):
+    combiner = cls(**KWARGS)
     video, audio = tokens()
     per_snippet = snippet_change(combiner, video, audio, snippet=1)
     assert per_snippet[1] > 1e-4
