@@ -36,6 +36,14 @@ def scan_snippets(step, init, snippets):
     Returns:
         `(last carry, outputs [T, ...])`.
     """
+    if keras.backend.backend() == "tensorflow":
+        # Keras's TensorFlow `scan` needs outputs shaped like the carry;
+        # a loop unrolled in the graph computes the same.
+        carry, outputs = init, []
+        for t in range(snippets.shape[0]):
+            carry, output = step(carry, snippets[t])
+            outputs.append(output)
+        return carry, ops.stack(outputs)
     return ops.scan(step, init, snippets, unroll=_SNIPPET_LOOP_UNROLL[-1])
 
 
@@ -111,7 +119,8 @@ def map_snippets(fn, tokens, num_snippets):
     so with `fn`'s blocks under `keras.remat` the activations alive at
     once are one snippet's, whatever the clip length and however the
     compiler orders the work (an unrolled program leaves the recomputation
-    free to be scheduled early, which keeps everything alive again).
+    free to be scheduled early, which keeps everything alive again). On
+    JAX and torch; on TensorFlow, `fn` runs on all snippets at once.
 
     Args:
         fn: function of float `[B, n, D]`, returning `[B, n', D']`.
@@ -122,6 +131,10 @@ def map_snippets(fn, tokens, num_snippets):
     Returns:
         float `[B * T, n', D']`, in the order of `tokens`.
     """
+    if keras.backend.backend() == "tensorflow":
+        # No loop on TensorFlow (see `scan_snippets`): `fn` on every snippet
+        # at once; its blocks' own remat (`tf.recompute_grad`) still holds.
+        return fn(tokens)
     x = ops.reshape(tokens, (-1, num_snippets, *tokens.shape[1:]))
     x = ops.moveaxis(x, 1, 0)
 
