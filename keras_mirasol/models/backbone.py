@@ -178,10 +178,13 @@ class MirasolBackbone(keras_hub.models.Backbone):
         remat: bool. Rematerialisation: the transformer blocks of the
             encoders, the Combiner and the time-aligned model keep only
             their inputs for the backward pass and compute their
-            activations again there (`keras.remat`), so training memory
-            grows with one block's activations, not all of them, at the
-            cost of about one more forward pass of those parts. Outputs
-            and gradients are unchanged; inference is unaffected.
+            activations again there (`keras.remat`), and the encoders
+            and the Transformer Combiner run one snippet at a time in a
+            loop (`keras.ops.scan`, on JAX and torch), so training
+            memory holds one snippet's activations, not the clip's, at
+            the cost of about one more forward pass of those parts.
+            Outputs and gradients are unchanged; inference is
+            unaffected.
             Defaults to `False`.
         video_encoder: a `PretrainedVideoEncoder` (or its serialized
             config) in place of Mirasol's own video encoder; `num_frames`

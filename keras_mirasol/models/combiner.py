@@ -155,7 +155,8 @@ class TransformerCombiner(CombinerBase):
         layer_norm_epsilon: float. Epsilon of the layer normalizations.
             Defaults to `1e-6`.
         remat: bool. Recompute the transformer blocks' activations in the
-            backward pass (`TransformerStack`). Defaults to `False`.
+            backward pass, one snippet at a time (`map_snippets`).
+            Defaults to `False`.
 
     Call arguments:
         video_tokens: float `[B, T, n_v, D_v]`.
@@ -223,14 +224,21 @@ class AllTokensCombiner(CombinerBase):
     cross-attending to all of them (`unchunked_config`).
 
     Args:
-        num_tokens: int. Ignored (every token is kept); kept for the
-            shared Combiner arguments.
-        **kwargs: the other `CombinerBase` arguments: `hidden_dim`,
-            `num_layers`, `num_heads`, `intermediate_dim` (required),
-            `use_audio` (defaults to `True`), `dropout` (defaults to
-            `0.0`), `layer_norm_epsilon` (defaults to `1e-6`), `remat`
-            (defaults to `False`), and layer arguments such as `name` and
-            `dtype`.
+        num_tokens: int. Not used (every token is kept); accepted so that
+            every Combiner takes the same arguments.
+        hidden_dim: int. Width `D` of the combined tokens.
+        num_layers: int. Transformer blocks `L_c`.
+        num_heads: int. Attention heads.
+        intermediate_dim: int. MLP width.
+        use_audio: bool. Whether audio tokens are combined with the video
+            tokens. Defaults to `True`.
+        dropout: float. Dropout rate of the blocks (training only).
+            Defaults to `0.0`.
+        layer_norm_epsilon: float. Epsilon of the layer normalizations.
+            Defaults to `1e-6`.
+        remat: bool. Recompute the transformer blocks' activations in the
+            backward pass, one snippet at a time (`map_snippets`).
+            Defaults to `False`.
 
     Call arguments:
         video_tokens: float `[B, T, n_v, D_v]`.

@@ -29,7 +29,8 @@ class SnippetEncoder(keras.layers.Layer):
         dropout: float. Defaults to `0.0`.
         layer_norm_epsilon: float. Defaults to `1e-6`.
         remat: bool. Recompute the transformer blocks' activations in the
-            backward pass (`TransformerStack`). Defaults to `False`.
+            backward pass, one snippet at a time (`TransformerStack`,
+            `map_snippets`). Defaults to `False`.
     """
 
     def __init__(
