@@ -162,3 +162,17 @@ snippet at a time (512 frames: 9886 -> 3873 MiB peak RSS, README
 
 backbone = MirasolBackbone(**tiny_config(64, remat=True))
 print("remat:", backbone.remat)
+
+"""
+To see a model learn from long clips end to end, from mp4 files to
+answers, run the long-clip demo: 16 s clips of 32 snippets whose 4
+events sit anywhere in the clip, trained and evaluated like the main
+demo, with either Combiner or as the unchunked baseline (README, "The
+main job"):
+
+```shell
+keras-mirasol demo --long                     # Transformer Combiner
+keras-mirasol demo --long --combiner ttm
+keras-mirasol demo --long --unchunked         # the baseline
+```
+"""

@@ -34,6 +34,9 @@ def cmd_demo(args):
         seed=args.seed,
         workers=args.workers,
         questions_per_clip=args.questions_per_clip,
+        long=args.long,
+        combiner=args.combiner,
+        unchunked=args.unchunked,
     )
     return 0
 
@@ -49,6 +52,8 @@ def cmd_synth(args):
         workers=args.workers,
         image_size=args.image_size,
         fps=args.fps,
+        num_snippets=args.snippets,
+        num_events=args.events,
         verbose=True,
     )
     _json_line({"out": args.out, "clips": counts})
@@ -394,25 +399,34 @@ def _command(sub, name, summary, description, example):
     )
 
 
-def _add_training_options(parser, steps, batch_size, epochs_help, seed_help):
+def _add_training_options(
+    parser, steps, batch_size, epochs_help, seed_help, defaults_help=None
+):
     """The options `demo` and `train` share, with each command's defaults.
 
     Args:
         parser: the command's `argparse.ArgumentParser`.
-        steps: int. Default of `--steps`.
-        batch_size: int. Default of `--batch-size`.
+        steps: int or None. Default of `--steps`.
+        batch_size: int or None. Default of `--batch-size`.
         epochs_help: str. What `--epochs` does in this command.
         seed_help: str. What `--seed` seeds in this command.
+        defaults_help: dict or None. Help text saying the defaults of
+            `steps` and `batch_size` where they are None (set by the
+            command from other options).
     """
+    defaults_help = defaults_help or {}
     parser.add_argument(
-        "--steps", type=int, default=steps, help="Training steps in total."
+        "--steps",
+        type=int,
+        default=steps,
+        help="Training steps in total" + defaults_help.get("steps", "."),
     )
     parser.add_argument("--epochs", type=int, default=10, help=epochs_help)
     parser.add_argument(
         "--batch-size",
         type=int,
         default=batch_size,
-        help="Questions per step.",
+        help="Questions per step" + defaults_help.get("batch_size", "."),
     )
     parser.add_argument(
         "--learning-rate",
@@ -456,22 +470,33 @@ def build_parser():
         "WORKDIR/data/demo, converts its train/val/test splits to "
         "TFRecords, trains a preset on them (WORKDIR/runs/demo, a preset "
         "folder that evaluate, generate and export load) and evaluates it "
-        "with video and audio ablations: a table, then one JSON line.",
-        "  keras-mirasol demo --workdir /tmp/mirasol --seed 1",
+        "with video and audio ablations: a table, then one JSON line. "
+        "--long does it on 16 s clips of 32 snippets with 4 events "
+        "anywhere in each (WORKDIR/data/demo_long, runs/demo_long), with "
+        "either Combiner or as the unchunked baseline.",
+        "  keras-mirasol demo --workdir /tmp/mirasol --seed 1\n"
+        "  keras-mirasol demo --long --combiner ttm",
     )
     demo.add_argument(
         "--workdir", default=".", help="Writes data/demo and runs/demo here."
     )
     demo.add_argument(
-        "--clips", type=int, default=2000, help="Clips over all splits."
+        "--clips",
+        type=int,
+        default=None,
+        help="Clips over all splits (default: 2000; 1200 with --long).",
     )
     _add_training_options(
         demo,
-        steps=2000,
-        batch_size=96,
+        steps=None,
+        batch_size=None,
         epochs_help="Checkpoints (and a progress line) every steps/epochs "
         "steps.",
         seed_help="Seeds the data, the weights and the batch order.",
+        defaults_help={
+            "steps": " (default: 2000; 1000 with --long).",
+            "batch_size": " (default: 96; 48 with --long).",
+        },
     )
     demo.add_argument(
         "--preset", default="mirasol_tiny", help="Backbone preset to train."
@@ -489,6 +514,25 @@ def build_parser():
         help="Questions per clip per training step (each clip is encoded "
         "once for them); must divide --batch-size.",
     )
+    demo.add_argument(
+        "--long",
+        action="store_true",
+        help="16 s clips of 32 snippets, 4 events anywhere in each: the "
+        "preset's snippets, 32 of them (defaults then: --clips 1200 "
+        "--steps 1000 --batch-size 48).",
+    )
+    demo.add_argument(
+        "--combiner",
+        choices=["transformer", "ttm"],
+        default=None,
+        help="Combiner of the trained model (default: the preset's).",
+    )
+    demo.add_argument(
+        "--unchunked",
+        action="store_true",
+        help="Train the unchunked baseline: one snippet spanning the clip, "
+        "every audio and video token kept.",
+    )
     demo.set_defaults(func=cmd_demo)
 
     synth = _command(
@@ -499,8 +543,12 @@ def build_parser():
         "Each clip is 4 segments of 0.5 s, each with its own colour, "
         "shape and sound; six questions per clip (video, audio, aligned, "
         "order, caption). Writes OUT/videos/clip_NNNNN.mp4 and "
-        "OUT/{train,val,test}.jsonl; ends with a JSON line of the counts.",
-        "  keras-mirasol synth --out data/avqa --clips 500",
+        "OUT/{train,val,test}.jsonl; ends with a JSON line of the counts. "
+        "With --snippets above 4, the 4 segments (--events) sit at random "
+        "places in a longer clip whose other segments are black and "
+        "silent.",
+        "  keras-mirasol synth --out data/avqa --clips 500\n"
+        "  keras-mirasol synth --out data/avqa_long --snippets 32 --events 4",
     )
     synth.add_argument("--out", required=True, help="Output folder.")
     synth.add_argument(
@@ -513,6 +561,19 @@ def build_parser():
         "--image-size", type=int, default=64, help="Frame height and width."
     )
     synth.add_argument("--fps", type=int, default=8, help="Frame rate.")
+    synth.add_argument(
+        "--snippets",
+        type=int,
+        default=4,
+        help="Segments of 0.5 s per clip.",
+    )
+    synth.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="Segments with a shape and a sound, at most 4 (default: "
+        "every segment).",
+    )
     synth.add_argument(
         "--workers",
         type=int,

@@ -13,20 +13,39 @@ data, in order:
 It prints a results table and ends with one JSON line. Running it again
 reuses the clips and records already written; training starts over, unless
 the previous run was stopped midway (it resumes from its last checkpoint).
+
+`run_demo(long=True)` (`keras-mirasol demo --long`) does the same on 16 s
+clips of 32 snippets in which 4 events sit anywhere (`LONG_CLIPS`): the
+preset's snippets are kept and their number grows to 32, with the
+Transformer or TTM Combiner (`combiner`), or as the unchunked baseline
+(`unchunked`, see `keras_mirasol.models.unchunked_config`).
 """
 
 import json
 import os
+import shutil
 import time
 
+from keras_mirasol.data.records import SettingsChanged
 from keras_mirasol.data.records import convert
 from keras_mirasol.data.synthetic import write_dataset
 
 SPLITS = ("train", "val", "test")
+# The long-clip data of `demo --long`: 32 segments of 0.5 s (16 s), 4 of
+# them events at random places; the others black and silent.
+LONG_CLIPS = dict(num_snippets=32, num_events=4)
+# Defaults per kind of demo: clips, steps and questions per step.
+DEFAULTS = {
+    False: dict(clips=2000, steps=2000, batch_size=96),
+    True: dict(clips=1200, steps=1000, batch_size=48),
+}
 
 
-def prepare_data(data_dir, clips, seed, image_size, workers=None):
-    """Synthesize clips and convert every split; returns record folders."""
+def prepare_data(data_dir, clips, seed, image_size, workers=None, **clip):
+    """Synthesize clips and convert every split; returns record folders.
+
+    `clip` goes to `write_dataset` (e.g. `LONG_CLIPS`).
+    """
     avqa = os.path.join(data_dir, "avqa")
     counts = write_dataset(
         avqa,
@@ -35,19 +54,26 @@ def prepare_data(data_dir, clips, seed, image_size, workers=None):
         workers=workers,
         image_size=image_size[0],
         verbose=True,
+        **clip,
     )
     print(f"synth: {counts} clips in {avqa}", flush=True)
     records = {}
     for split in SPLITS:
         records[split] = os.path.join(data_dir, "records", split)
-        report = convert(
+        arguments = (
             os.path.join(avqa, "videos"),
             os.path.join(avqa, f"{split}.jsonl"),
             records[split],
-            image_size=image_size,
-            workers=workers,
-            verbose=False,
         )
+        options = dict(image_size=image_size, workers=workers, verbose=False)
+        try:
+            report = convert(*arguments, **options)
+        except SettingsChanged:
+            # Records of an earlier demo run with other settings (e.g.
+            # another --clips): the demo wrote them, so it replaces them.
+            print(f"convert {split}: replacing records of another run")
+            shutil.rmtree(records[split])
+            report = convert(*arguments, **options)
         print(
             f"convert {split}: {report['clips']} clips, "
             f"{report['annotations']} questions, "
@@ -75,34 +101,134 @@ def results_table(results):
     return "\n".join(lines)
 
 
+def _preset_config(preset):
+    """The backbone config of a preset name or folder."""
+    from keras_mirasol.models import backbone_presets
+
+    if preset in backbone_presets:
+        return dict(backbone_presets[preset]["config"])
+    with open(os.path.join(preset, "config.json")) as f:
+        return dict(json.load(f)["config"])
+
+
+def model_overrides(preset, long=False, combiner=None, unchunked=False):
+    """The backbone config keys a demo changes in `preset`.
+
+    Args:
+        preset: str. Backbone preset name or folder.
+        long: bool. 32 snippets of the preset's length (`LONG_CLIPS`).
+            Defaults to `False`.
+        combiner: str or None. `"transformer"` or `"ttm"`. Defaults to
+            `None`, which keeps the preset's.
+        unchunked: bool. The unchunked baseline of that config
+            (`keras_mirasol.models.unchunked_config`). Defaults to `False`.
+
+    Returns:
+        dict of config keys to pass to `train`.
+
+    Example:
+    ```python
+    keras_mirasol.demo.model_overrides("mirasol_tiny", long=True)
+    # {'num_frames': 128, 'num_snippets': 32}
+    ```
+    """
+    from keras_mirasol.models import unchunked_config
+
+    config = _preset_config(preset)
+    changed = dict(config)
+    if long:
+        per_snippet = config["num_frames"] // config["num_snippets"]
+        snippets = LONG_CLIPS["num_snippets"]
+        changed.update(num_frames=per_snippet * snippets, num_snippets=snippets)
+    if combiner is not None:
+        changed["combiner_type"] = combiner
+    if unchunked:
+        changed = unchunked_config(changed)
+    return {k: v for k, v in changed.items() if config.get(k) != v}
+
+
 def run_demo(
     workdir=".",
-    clips=2000,
-    steps=2000,
+    clips=None,
+    steps=None,
     epochs=10,
-    batch_size=96,
+    batch_size=None,
     learning_rate=1e-3,
     preset="mirasol_tiny",
     seed=0,
     workers=None,
     questions_per_clip=6,
+    long=False,
+    combiner=None,
+    unchunked=False,
 ):
     """Synthesize, convert, train, evaluate; returns the summary dict.
 
     Training encodes each clip once for all 6 of its questions
     (`questions_per_clip`): a step of `batch_size` questions runs the
     media encoders on `batch_size / 6` clips.
+
+    Args:
+        workdir: str. Writes `data/demo` and `runs/demo` here (`demo_long`
+            for long clips, the run folder also named after a non-default
+            Combiner or the baseline, e.g. `runs/demo_long_ttm`).
+            Defaults to `"."`.
+        clips: int or None. Clips over all splits. Defaults to `None`:
+            2,000, or 1,200 long ones (`DEFAULTS`).
+        steps: int or None. Training steps. Defaults to `None`: 2,000, or
+            1,000 with long clips.
+        epochs: int. Checkpoints every `steps / epochs` steps. Defaults to
+            `10`.
+        batch_size: int or None. Questions per step. Defaults to `None`:
+            96, or 48 with long clips.
+        learning_rate: float. Peak learning rate. Defaults to `1e-3`.
+        preset: str. Backbone preset to train. Defaults to
+            `"mirasol_tiny"`.
+        seed: int. Seeds the data, the weights and the batch order.
+            Defaults to `0`.
+        workers: int or None. Processes writing and decoding clips.
+            Defaults to `None`, which means all cores.
+        questions_per_clip: int. Questions per clip per step. Defaults to
+            `6`.
+        long: bool. 16 s clips of 32 snippets with 4 events anywhere
+            (`LONG_CLIPS`). Defaults to `False`.
+        combiner: str or None. `"transformer"` or `"ttm"`. Defaults to
+            `None`, which keeps the preset's.
+        unchunked: bool. Train the unchunked baseline instead of Mirasol.
+            Defaults to `False`.
+
+    Returns:
+        dict: the JSON line's summary.
     """
     import keras
 
     from keras_mirasol.evaluation import evaluate
     from keras_mirasol.training import train
 
+    if unchunked and combiner is not None:
+        raise ValueError(
+            f"combiner={combiner!r} with unchunked=True: the unchunked "
+            "baseline keeps every token and has no Combiner to choose. Pass "
+            "one of them."
+        )
+    defaults = DEFAULTS[bool(long)]
+    clips = defaults["clips"] if clips is None else clips
+    steps = defaults["steps"] if steps is None else steps
+    batch_size = defaults["batch_size"] if batch_size is None else batch_size
+    overrides = model_overrides(preset, long, combiner, unchunked)
+    name = "demo_long" if long else "demo"
+    run_name = name
+    if unchunked:
+        run_name += "_unchunked"
+    elif combiner is not None:
+        run_name += f"_{combiner}"
     start = time.time()
-    data_dir = os.path.join(workdir, "data", "demo")
-    run_dir = os.path.join(workdir, "runs", "demo")
+    data_dir = os.path.join(workdir, "data", name)
+    run_dir = os.path.join(workdir, "runs", run_name)
     print(f"backend {keras.backend.backend()}", flush=True)
-    records = prepare_data(data_dir, clips, seed, (32, 32), workers)
+    records = prepare_data(
+        data_dir, clips, seed, (32, 32), workers, **(LONG_CLIPS if long else {})
+    )
     data_seconds = time.time() - start
     lm, history = train(
         records["train"],
@@ -121,6 +247,7 @@ def run_demo(
         # demo's budget gives to training.
         validation_freq=epochs,
         questions_per_clip=questions_per_clip,
+        **overrides,
     )
     train_seconds = time.time() - start - data_seconds
     results = {
@@ -136,6 +263,9 @@ def run_demo(
     full = results["full"]
     summary = {
         "preset": preset,
+        "clip_seconds": lm.backbone.num_frames / lm.backbone.frame_rate,
+        "num_snippets": lm.backbone.num_snippets,
+        "combiner": lm.backbone.combiner_type,
         "parameters": lm.backbone.count_params(),
         "steps": steps,
         "batch_size": batch_size,

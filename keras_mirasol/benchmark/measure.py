@@ -190,13 +190,21 @@ def xla_forward_flops(lm, x):
 
 
 class _StepClock(keras.callbacks.Callback):
-    """Records when each training step's logs are ready."""
+    """Records when each training step's loss is ready, and the losses.
+
+    Reading the loss waits for the step: JAX dispatches a step and returns
+    at once, so a clock that did not read it would time the dispatch, and
+    a step that failed on the device (out of memory) would go unnoticed
+    until later, or never, and look instantaneous.
+    """
 
     def __init__(self):
         super().__init__()
         self.ends = []
+        self.losses = []
 
     def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(ops.convert_to_numpy(logs["loss"])))
         self.ends.append(time.perf_counter())
 
 
@@ -217,7 +225,8 @@ def time_fit_steps(lm, batch, steps, on_compiled=None):
 
     Returns:
         dict: `compile_s` (the first `fit` call, one step), `median_s`,
-        `min_s`, `max_s`, `timed_steps`.
+        `min_s`, `max_s`, `timed_steps`, `losses` (each step's loss, read
+        when the step ends: a step that fails on the device raises there).
     """
     x, y, sample_weight = batch
     batch_size = len(y)
@@ -234,6 +243,7 @@ def time_fit_steps(lm, batch, steps, on_compiled=None):
         batch_size=batch_size,
         shuffle=False,
         verbose=0,
+        callbacks=[_StepClock()],
     )
     compile_s = time.perf_counter() - start
     if on_compiled is not None:
@@ -255,6 +265,7 @@ def time_fit_steps(lm, batch, steps, on_compiled=None):
         "min_s": float(np.min(seconds)),
         "max_s": float(np.max(seconds)),
         "timed_steps": len(seconds),
+        "losses": clock.losses,
     }
 
 

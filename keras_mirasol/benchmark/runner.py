@@ -45,6 +45,16 @@ class OutOfMemory(JobError):
     """A job that did not fit in the memory it was given."""
 
 
+# What a backend's allocation failure says: XLA (JAX, TF with XLA),
+# TensorFlow and torch.
+_OUT_OF_MEMORY = (
+    "Out of memory allocating",
+    "RESOURCE_EXHAUSTED",
+    "OutOfMemoryError",
+    "CUDA out of memory",
+)
+
+
 def _rss_mb(pid):
     """Resident memory of process `pid` in MiB, or None once it is gone."""
     try:
@@ -57,7 +67,7 @@ def _rss_mb(pid):
     return None
 
 
-def run_job(job, backend=None, timeout=3600, memory_cap_mb=None):
+def run_job(job, backend=None, timeout=3600, memory_cap_mb=None, command=None):
     """Run `job` in a fresh process; return its result dict.
 
     Args:
@@ -68,17 +78,20 @@ def run_job(job, backend=None, timeout=3600, memory_cap_mb=None):
             memory passes this (read from `/proc` twice a second), so a
             model that does not fit is reported, not left to push the
             machine into swap or its out-of-memory killer.
+        command: list of str or None. The process to run. Defaults to
+            `None`, which means the benchmark worker with `job`.
 
     Raises:
-        OutOfMemory: the job passed `memory_cap_mb` or was killed by the
-            system (SIGKILL), naming the job.
+        OutOfMemory: the job passed `memory_cap_mb`, was killed by the
+            system (SIGKILL) or failed to allocate memory in the backend
+            (XLA, TensorFlow or torch), naming the job.
         JobError: naming the job and the end of its stderr.
     """
     env = dict(os.environ)
     if backend:
         env["KERAS_BACKEND"] = backend
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    command = [
+    command = command or [
         sys.executable,
         "-m",
         "keras_mirasol.benchmark.worker",
@@ -115,6 +128,15 @@ def run_job(job, backend=None, timeout=3600, memory_cap_mb=None):
             f"{peak:.0f} MiB resident"
         )
     lines = stdout.strip().splitlines()
+    if process.returncode and any(m in stderr for m in _OUT_OF_MEMORY):
+        raise OutOfMemory(
+            f"{job} ran out of memory in the backend: "
+            + next(
+                line.strip()
+                for line in stderr.splitlines()[::-1]
+                if any(m in line for m in _OUT_OF_MEMORY)
+            )
+        )
     if process.returncode or not lines:
         raise JobError(
             f"{job} on {backend} failed (exit {process.returncode}):\n"

@@ -16,6 +16,7 @@ _EXPORTS = {
     "resize_frames": "keras_mirasol.layers.clip_ops",
     "DamagedRecords": "record_io",
     "check_records": "record_io",
+    "SettingsChanged": "records",
     "convert": "records",
     "load_annotations": "records",
     "count_questions": "snippets",

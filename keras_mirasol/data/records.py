@@ -100,6 +100,10 @@ def load_annotations(paths, splits=None):
     return grouped, skipped
 
 
+class SettingsChanged(ValueError):
+    """`convert`'s output folder holds shards written with other settings."""
+
+
 class VideoFinder:
     """Finds the file an annotation's video name refers to.
 
@@ -364,8 +368,9 @@ def convert(
         decoded), `no_audio` and the shard files.
 
     Raises:
-        ValueError: `out_dir` holds shards written with other settings, or
-            no annotation could be read at all.
+        SettingsChanged: `out_dir` holds shards written with other
+            settings (a `ValueError`).
+        ValueError: no annotation could be read at all.
     """
     if isinstance(annotation_paths, str):
         annotation_paths = [annotation_paths]
@@ -411,7 +416,7 @@ def convert(
             if previous.get(key) != settings.get(key)
         )
         if changed:
-            raise ValueError(
+            raise SettingsChanged(
                 f"{out_dir} holds shards written with other settings "
                 f"(changed: {changed}; before: {previous}); use a new --out "
                 "folder or delete it."

@@ -24,6 +24,14 @@ sounds; answers are single words):
   whistle". Dense supervision: it teaches the model to read the snippets
   in time order, which the single-word answers alone learn slowly.
 
+Long clips (`num_events` below `num_snippets`, the data of `keras-mirasol
+demo --long`): the events, each a segment as above, sit in `num_events`
+segments drawn at random from a longer clip (e.g. 4 of 32 segments, 16 s);
+every other segment is a black screen and silence. The questions are the
+same, about the events in time order: the evidence of a `video`, `audio`
+or `aligned` question sits in one segment anywhere in the clip, and the
+`order` and `caption` answers span the whole clip.
+
 Because colours within a clip are distinct and every sound plays once, no
 single-modality shortcut answers the `aligned` questions: without audio a
 model can only pick one of the clip's 4 colours (25%), without video one of
@@ -92,6 +100,23 @@ def _draw_shape(frame, shape, colour, centre, radius):
     frame[inside] = colour
 
 
+def _events(num_snippets, num_events):
+    """The number of events in a clip; raises ValueError if impossible."""
+    events = num_snippets if num_events is None else num_events
+    if events > len(SOUNDS):
+        raise ValueError(
+            f"{events} events (num_snippets={num_snippets}, num_events="
+            f"{num_events}): at most {len(SOUNDS)}, one per distinct sound. "
+            "Set `num_events` to 4 or fewer for longer clips."
+        )
+    if not 2 <= events <= num_snippets:
+        raise ValueError(
+            f"num_events={num_events} must be between 2 (the order "
+            f"questions compare two events) and num_snippets={num_snippets}."
+        )
+    return events
+
+
 def render_clip(
     rng,
     num_snippets=4,
@@ -99,29 +124,37 @@ def render_clip(
     fps=8,
     image_size=64,
     sample_rate=16000,
+    num_events=None,
 ):
     """Draw one clip's content.
 
     Args:
         rng: `np.random.Generator`.
-        num_snippets: int. Segments per clip (at most 4 with 4 sounds).
-        snippet_seconds: float. Length of a segment.
-        fps: int. Frames per second.
-        image_size: int. Frame height and width (even).
-        sample_rate: int. Audio rate in Hz.
+        num_snippets: int. Segments per clip. Defaults to `4`.
+        snippet_seconds: float. Length of a segment. Defaults to `0.5`.
+        fps: int. Frames per second. Defaults to `8`.
+        image_size: int. Frame height and width (even). Defaults to `64`.
+        sample_rate: int. Audio rate in Hz. Defaults to `16000`.
+        num_events: int or None. Segments that show a shape and play a
+            sound (at most 4, one per distinct sound), placed at random;
+            the others are black and silent. Defaults to `None`, which
+            means every segment.
 
     Returns:
         `(video uint8 [F, S, S, 3], audio float32 [A], facts)`; `facts` has
-        `colours`, `sounds` and `shapes`, one entry per segment.
+        `colours`, `sounds` and `shapes`, one entry per event in time
+        order, and `segments`, the segment index of each event.
     """
-    if num_snippets > len(SOUNDS):
-        raise ValueError(
-            f"num_snippets={num_snippets}: at most {len(SOUNDS)} segments, "
-            "one per distinct sound."
+    events = _events(num_snippets, num_events)
+    if events == num_snippets:
+        segments = list(range(num_snippets))
+    else:
+        segments = sorted(
+            int(t) for t in rng.choice(num_snippets, events, replace=False)
         )
-    colours = list(rng.choice(list(COLOURS), num_snippets, replace=False))
-    sounds = list(rng.choice(SOUNDS, num_snippets, replace=False))
-    shapes = list(rng.choice(["circle", "square"], num_snippets))
+    colours = list(rng.choice(list(COLOURS), events, replace=False))
+    sounds = list(rng.choice(SOUNDS, events, replace=False))
+    shapes = list(rng.choice(["circle", "square"], events))
     frames_per_segment = int(round(snippet_seconds * fps))
     samples_per_segment = int(round(snippet_seconds * sample_rate))
     video = np.zeros(
@@ -130,17 +163,17 @@ def render_clip(
     )
     audio = np.zeros((num_snippets * samples_per_segment,), np.float32)
     radius = image_size * rng.uniform(0.3, 0.36)
-    for t in range(num_snippets):
+    for event, t in enumerate(segments):
         segment = video[t * frames_per_segment : (t + 1) * frames_per_segment]
-        segment[:] = np.asarray(COLOURS[colours[t]], np.uint8) // 3
+        segment[:] = np.asarray(COLOURS[colours[event]], np.uint8) // 3
         start = rng.uniform(radius, image_size - radius, 2)
         end = rng.uniform(radius, image_size - radius, 2)
         for k in range(frames_per_segment):
             centre = start + (end - start) * k / max(frames_per_segment - 1, 1)
             _draw_shape(
                 video[t * frames_per_segment + k],
-                shapes[t],
-                COLOURS[colours[t]],
+                shapes[event],
+                COLOURS[colours[event]],
                 centre,
                 radius,
             )
@@ -149,9 +182,14 @@ def render_clip(
         length = samples_per_segment - 2 * margin
         begin = t * samples_per_segment + margin
         audio[begin : begin + length] = _sound(
-            sounds[t], length, sample_rate, rng
+            sounds[event], length, sample_rate, rng
         )
-    facts = {"colours": colours, "sounds": sounds, "shapes": shapes}
+    facts = {
+        "colours": colours,
+        "sounds": sounds,
+        "shapes": shapes,
+        "segments": segments,
+    }
     return video, audio, facts
 
 
@@ -240,6 +278,7 @@ def write_dataset(
     fps=8,
     image_size=64,
     sample_rate=16000,
+    num_events=None,
     verbose=False,
 ):
     """Write `clips` mp4 files and one JSONL annotation file per split.
@@ -258,18 +297,22 @@ def write_dataset(
             Defaults to `(("train", 0.85), ("val", 0.05), ("test", 0.1))`.
         workers: int or None. Processes. Defaults to `None`, which means
             all cores.
-        num_snippets: int. Segments per clip, each with its own colour,
-            shape and sound (at most 4). Defaults to `4`.
+        num_snippets: int. Segments per clip. Defaults to `4`.
         snippet_seconds: float. Length of a segment in seconds.
             Defaults to `0.5`.
         fps: int. Frames per second. Defaults to `8`.
         image_size: int. Frame height and width (even). Defaults to `64`.
         sample_rate: int. Audio rate in Hz. Defaults to `16000`.
+        num_events: int or None. Segments with a colour, shape and sound
+            (at most 4), at random places in each clip; the others are
+            black and silent (see `render_clip`). Defaults to `None`,
+            which means every segment (then at most 4 segments).
         verbose: bool. Show a progress bar. Defaults to `False`.
 
     Returns:
         dict split -> number of clips.
     """
+    _events(num_snippets, num_events)
     os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
     settings = dict(
         num_snippets=num_snippets,
@@ -277,6 +320,7 @@ def write_dataset(
         fps=fps,
         image_size=image_size,
         sample_rate=sample_rate,
+        num_events=num_events,
     )
     bounds = np.cumsum([0.0] + [fraction for _, fraction in splits])
     bounds = np.round(bounds / bounds[-1] * clips).astype(int)

@@ -29,6 +29,45 @@ def test_train_step_is_compiled_once_and_counts_the_model():
     )
 
 
+def test_timed_steps_report_the_losses_of_the_steps_they_time():
+    config = small_config()
+    lm = measure.build_lm(config)
+    batch = measure.random_batch(config, 2)
+    result = measure.time_fit_steps(lm, batch, steps=2)
+    # One loss per step of the timed call (3 runs of the batch), each
+    # read when its step ended; training on one batch lowers it.
+    assert len(result["losses"]) == 3 and result["timed_steps"] == 2
+    assert np.isfinite(result["losses"]).all()
+    assert result["losses"][-1] < result["losses"][0]
+
+
+class _HugeStep(keras.layers.Layer):
+    """A step that asks the device for 256 GiB: it fails when it runs."""
+
+    def call(self, x):
+        size = 2**36
+        huge = keras.ops.broadcast_to(x[0, 0], (size,))
+        huge = keras.ops.sort(huge * keras.ops.arange(size, dtype="float32"))
+        return x + huge[0]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@jax_only
+def test_a_step_that_fails_on_the_device_is_not_timed_as_instant():
+    """JAX dispatches a step and returns before it runs: the clock reads
+    each step's loss, so a step that cannot allocate raises instead of
+    being timed as a few milliseconds."""
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(_HugeStep()(inputs)))
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((2, 4), "float32")
+    batch = (x, np.ones((2, 1), "float32"), np.ones((2,), "float32"))
+    with pytest.raises(Exception, match="Out of memory allocating"):
+        measure.time_fit_steps(model, batch, steps=2)
+
+
 @jax_only
 def test_xla_flops_cover_forward_backward_and_scale_with_batch():
     config = small_config()

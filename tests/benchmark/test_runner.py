@@ -1,6 +1,7 @@
 """The benchmark runner: its plan, its ratios, its failures and its CLI."""
 
 import json
+import sys
 
 import keras
 import pytest
@@ -282,6 +283,23 @@ def test_a_job_over_the_memory_cap_is_stopped_and_says_so():
         memory_cap_mb=50,
     )
     assert record["out_of_memory"] and "result" not in record
+
+
+def test_a_backend_allocation_failure_is_reported_as_out_of_memory(tmp_path):
+    """A worker whose step fails to allocate (XLA's error, as JAX raises
+    it) is out of memory, not a broken job."""
+    script = tmp_path / "fails.py"
+    script.write_text(
+        "import sys\n"
+        "sys.stderr.write('jax.errors.JaxRuntimeError: INTERNAL: Error "
+        "dispatching computation: Out of memory allocating 45587214224 "
+        "bytes.\\n')\n"
+        "sys.exit(1)\n"
+    )
+    with pytest.raises(
+        runner.OutOfMemory, match="Out of memory allocating 45587214224"
+    ):
+        runner.run_job({"kind": "peak"}, command=[sys.executable, str(script)])
 
 
 @pytest.mark.one_backend

@@ -348,3 +348,80 @@ def test_an_existing_clip_file_is_kept(tmp_path):
     assert path.read_bytes() == b"kept"
     assert read_lines(tmp_path) == before
     assert not [n for n in os.listdir(tmp_path / "videos") if "tmp" in n]
+
+
+LONG = dict(
+    num_snippets=32,
+    num_events=4,
+    snippet_seconds=0.5,
+    fps=8,
+    image_size=32,
+    sample_rate=8000,
+)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_long_clip_events_sit_in_their_segments_and_nothing_else(seed):
+    video, audio, facts = render_clip(np.random.default_rng(seed), **LONG)
+    assert video.shape == (128, 32, 32, 3) and audio.shape == (128000,)
+    segments = facts["segments"]
+    assert len(segments) == 4 and segments == sorted(set(segments))
+    assert len(set(facts["colours"])) == 4
+    assert sorted(facts["sounds"]) == sorted(SOUNDS)
+    for t in range(32):
+        frames = video[4 * t : 4 * t + 4]
+        sound = audio[4000 * t : 4000 * (t + 1)]
+        if t not in segments:
+            # Black and silent.
+            assert not frames.any() and not sound.any()
+            continue
+        event = segments.index(t)
+        colour = np.array(COLOURS[facts["colours"][event]])
+        for frame in frames:
+            assert (frame == colour).all(axis=-1).sum() > 20
+        assert np.sqrt(np.mean(sound[500:3500] ** 2)) > 0.1
+
+
+def test_long_clip_events_reach_every_part_of_the_clip():
+    segments = [
+        t
+        for seed in range(40)
+        for t in render_clip(np.random.default_rng(seed), **LONG)[2]["segments"]
+    ]
+    # Evidence anywhere: the first and last quarter both hold events.
+    assert min(segments) < 8 and max(segments) >= 24
+    assert len(set(segments)) > 24
+
+
+def test_long_clip_questions_ask_about_the_events_in_time_order():
+    rng = np.random.default_rng(5)
+    _, _, facts = render_clip(rng, **LONG)
+    questions = make_questions(facts, rng)
+    caption = questions[-1]["answer"].split()
+    assert caption[0::2] == facts["colours"]
+    assert caption[1::2] == facts["sounds"]
+    shown = re.fullmatch(
+        r"what colour is shown (\w+)\?", questions[0]["question"]
+    )
+    assert questions[0]["answer"] == facts["colours"][ORDINALS.index(shown[1])]
+
+
+def test_too_many_events_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="num_events"):
+        write_dataset(str(tmp_path / "out"), clips=2, num_snippets=8)
+    with pytest.raises(ValueError, match="num_events=1 must be between 2"):
+        render_clip(np.random.default_rng(0), num_snippets=8, num_events=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_written_long_clip_decodes_to_the_rendered_content(tmp_path):
+    settings = dict(LONG, sample_rate=16000)
+    write_dataset(
+        str(tmp_path), clips=1, workers=1, splits=(("train", 1.0),), **settings
+    )
+    clip = read_clip(tmp_path / "videos" / "clip_00000.mp4")
+    video, audio, facts = render_clip(np.random.default_rng([0, 0]), **settings)
+    assert_decodes_losslessly(clip, video, audio)
+    lines = (tmp_path / "train.jsonl").read_text().splitlines()
+    caption = json.loads(lines[-1])["answer"].split()
+    assert caption[0::2] == facts["colours"]
