@@ -494,7 +494,7 @@ def build_parser():
         "steps.",
         seed_help="Seeds the data, the weights and the batch order.",
         defaults_help={
-            "steps": " (default: 2000; 1000 with --long).",
+            "steps": " (default: 2000; 2800 with --long).",
             "batch_size": " (default: 96; 48 with --long).",
         },
     )
@@ -519,7 +519,7 @@ def build_parser():
         action="store_true",
         help="16 s clips of 32 snippets, 4 events anywhere in each: the "
         "preset's snippets, 32 of them (defaults then: --clips 1200 "
-        "--steps 1000 --batch-size 48).",
+        "--steps 2800 --batch-size 48).",
     )
     demo.add_argument(
         "--combiner",

@@ -37,7 +37,7 @@ LONG_CLIPS = dict(num_snippets=32, num_events=4)
 # Defaults per kind of demo: clips, steps and questions per step.
 DEFAULTS = {
     False: dict(clips=2000, steps=2000, batch_size=96),
-    True: dict(clips=1200, steps=1000, batch_size=48),
+    True: dict(clips=1200, steps=2800, batch_size=48),
 }
 
 
@@ -176,7 +176,7 @@ def run_demo(
         clips: int or None. Clips over all splits. Defaults to `None`:
             2,000, or 1,200 long ones (`DEFAULTS`).
         steps: int or None. Training steps. Defaults to `None`: 2,000, or
-            1,000 with long clips.
+            2,800 with long clips.
         epochs: int. Checkpoints every `steps / epochs` steps. Defaults to
             `10`.
         batch_size: int or None. Questions per step. Defaults to `None`:

@@ -56,10 +56,8 @@ def test_a_combiner_for_the_baseline_is_refused(tmp_path):
 
 @pytest.mark.one_backend
 def test_a_rerun_with_other_clips_replaces_the_demo_records(tmp_path, capsys):
-    prepare_data(str(tmp_path), clips=3, seed=0, image_size=(32, 32), workers=1)
-    records = prepare_data(
-        str(tmp_path), clips=5, seed=0, image_size=(32, 32), workers=1
-    )
+    prepare_data(str(tmp_path), clips=10, seed=0, image_size=(32, 32))
+    records = prepare_data(str(tmp_path), clips=20, seed=0, image_size=(32, 32))
     assert "replacing records of another run" in capsys.readouterr().out
     clips = sum(
         json.loads(open(os.path.join(records[s], "report.json")).read())[
@@ -67,13 +65,13 @@ def test_a_rerun_with_other_clips_replaces_the_demo_records(tmp_path, capsys):
         ]
         for s in records
     )
-    assert clips == 5
+    assert clips == 20
 
 
 @pytest.mark.one_backend
 def test_demo_long_trains_on_16_second_clips_of_32_snippets(tmp_path, capsys):
     argv = ["demo", "--long", "--combiner", "ttm", "--workdir", str(tmp_path)]
-    argv += ["--clips", "6", "--steps", "2", "--epochs", "1"]
+    argv += ["--clips", "10", "--steps", "2", "--epochs", "1"]
     argv += ["--batch-size", "4", "--questions-per-clip", "2", "--workers", "1"]
     assert cli.main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -86,7 +84,12 @@ def test_demo_long_trains_on_16_second_clips_of_32_snippets(tmp_path, capsys):
     assert (config["num_frames"], config["num_snippets"]) == (128, 32)
     report = json.loads(
         (
-            tmp_path / "data" / "demo_long" / "records" / "train" / "report.json"
+            tmp_path
+            / "data"
+            / "demo_long"
+            / "records"
+            / "train"
+            / "report.json"
         ).read_text()
     )
-    assert report["skipped"] == [] and report["clips"] == 5
+    assert report["skipped"] == [] and report["clips"] == 8
