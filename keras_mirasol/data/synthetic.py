@@ -107,7 +107,8 @@ def _events(num_snippets, num_events):
         raise ValueError(
             f"{events} events (num_snippets={num_snippets}, num_events="
             f"{num_events}): at most {len(SOUNDS)}, one per distinct sound. "
-            "Set `num_events` to 4 or fewer for longer clips."
+            "Set `num_events` (`synth --events`) to 4 or fewer for longer "
+            "clips."
         )
     if not 2 <= events <= num_snippets:
         raise ValueError(
