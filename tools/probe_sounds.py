@@ -24,18 +24,14 @@ STAGES = ("log_mel", "audio_tokens", "combined", "av_latents")
 
 def nearest_mean_accuracy(features, labels):
     """Leave-one-out accuracy of the nearest class mean."""
+    classes = np.unique(labels)
     correct = 0
     for i in range(len(labels)):
         rest = np.arange(len(labels)) != i
         means = np.stack(
-            [
-                features[rest & (labels == c)].mean(axis=0)
-                for c in np.unique(labels)
-            ]
+            [features[rest & (labels == c)].mean(axis=0) for c in classes]
         )
-        guess = np.unique(labels)[
-            np.argmin(((means - features[i]) ** 2).sum(1))
-        ]
+        guess = classes[np.argmin(((means - features[i]) ** 2).sum(1))]
         correct += guess == labels[i]
     return correct / len(labels)
 

@@ -128,14 +128,17 @@ def run_job(job, backend=None, timeout=3600, memory_cap_mb=None, command=None):
             f"{peak:.0f} MiB resident"
         )
     lines = stdout.strip().splitlines()
-    if process.returncode and any(m in stderr for m in _OUT_OF_MEMORY):
+    allocation_failure = next(
+        (
+            line.strip()
+            for line in reversed(stderr.splitlines())
+            if any(m in line for m in _OUT_OF_MEMORY)
+        ),
+        None,
+    )
+    if process.returncode and allocation_failure:
         raise OutOfMemory(
-            f"{job} ran out of memory in the backend: "
-            + next(
-                line.strip()
-                for line in stderr.splitlines()[::-1]
-                if any(m in line for m in _OUT_OF_MEMORY)
-            )
+            f"{job} ran out of memory in the backend: {allocation_failure}"
         )
     if process.returncode or not lines:
         raise JobError(
