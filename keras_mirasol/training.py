@@ -144,25 +144,52 @@ def load_task(
         weight_decay: float. AdamW weight decay. Defaults to `0.01`.
         text_loss_reduction: str. `"token"` or `"response"` (see
             `MirasolCausalLM`). Defaults to `"token"`.
-        **overrides: only `dtype`: the saved model's architecture and
-            weights are what is fine-tuned.
+        **overrides: `dtype`, and the clip length as `num_snippets`
+            (with `num_frames`, if given, `num_snippets` times the saved
+            frames per snippet): the saved weights take clips of any
+            number of snippets (`MirasolCausalLM.with_num_snippets`), so a
+            model trained on short clips is fine-tuned on long ones. The
+            rest of the architecture is the saved one.
 
     Returns:
         A compiled `MirasolCausalLM` with a preprocessor.
 
     Raises:
-        ValueError: an override other than `dtype`.
+        ValueError: an override of another key, or a `num_frames` that
+            changes the snippets' length.
     """
-    unknown = sorted(set(overrides) - {"dtype"})
+    unknown = sorted(set(overrides) - {"dtype", "num_snippets", "num_frames"})
     if unknown:
         raise ValueError(
             f"{preset} holds a trained model, whose architecture cannot "
-            f"change: {unknown} cannot be overridden (only dtype). Start "
-            "from a preset name to train another configuration."
+            f"change: {unknown} cannot be overridden (only dtype, and the "
+            "clip length as num_snippets). Start from a preset name to "
+            "train another configuration."
         )
+    num_snippets = overrides.pop("num_snippets", None)
+    num_frames = overrides.pop("num_frames", None)
     lm = MirasolCausalLM.from_preset(
         preset, text_loss_reduction=text_loss_reduction, **overrides
     )
+    saved = lm.backbone
+    if num_frames is not None or num_snippets is not None:
+        per_snippet = saved.num_frames // saved.num_snippets
+        if num_snippets is None:
+            num_snippets = num_frames // per_snippet
+        if num_frames is None:
+            num_frames = num_snippets * per_snippet
+        if num_frames != num_snippets * per_snippet:
+            raise ValueError(
+                f"{preset} was trained on snippets of {per_snippet} frames "
+                f"({saved.num_frames} frames in {saved.num_snippets} "
+                f"snippets); num_frames={num_frames} with num_snippets="
+                f"{num_snippets} would change their length, and with it "
+                "what the weights were trained on. Change the clip length "
+                f"by whole snippets: num_frames = {per_snippet} x "
+                "num_snippets."
+            )
+        if num_snippets != saved.num_snippets:
+            lm = lm.with_num_snippets(num_snippets)
     _compile(lm, learning_rate, steps, warmup_steps, weight_decay)
     return lm
 

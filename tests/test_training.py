@@ -512,11 +512,45 @@ def test_fine_tuning_a_saved_model_refuses_a_new_tokenizer_or_config(
             tokenizer="vocab.spm",
             **common,
         )
-    with pytest.raises(ValueError, match=r"\['num_snippets'\] cannot be"):
+    with pytest.raises(ValueError, match=r"\['av_num_layers'\] cannot be"):
         training.train(
             avqa_records["train"],
             str(tmp_path / "b"),
             preset=str(saved),
+            av_num_layers=3,
+            **common,
+        )
+    # The clip may grow by whole snippets only.
+    with pytest.raises(ValueError, match="by whole snippets"):
+        training.train(
+            avqa_records["train"],
+            str(tmp_path / "c"),
+            preset=str(saved),
+            num_frames=24,
             num_snippets=2,
             **common,
         )
+
+
+def test_a_saved_model_loads_for_longer_clips_with_its_parts(tmp_path):
+    """`train --preset <saved task> --config '{"num_snippets": ...}'`: the
+    same weights, frozen parts, tokenizer and template, on longer clips."""
+    saved = tmp_path / "start"
+    before = saved_model_of_pretrained_parts(saved)
+    start = MirasolCausalLM.from_preset(str(saved))
+    snippets = start.backbone.num_snippets
+    lm = training.load_task(str(saved), num_snippets=2 * snippets)
+    assert lm.backbone.num_snippets == 2 * snippets
+    assert lm.backbone.num_frames == 2 * start.backbone.num_frames
+    assert lm.preprocessor.num_frames == lm.backbone.num_frames
+    assert lm.preprocessor.prompt_template == (
+        start.preprocessor.prompt_template
+    )
+    assert lm.backbone.count_params() == start.backbone.count_params()
+    for w in lm.backbone.weights:
+        np.testing.assert_array_equal(w.numpy(), before[w.path], w.path)
+    assert not lm.backbone.video_encoder.backbone.trainable
+    assert [w.path for w in lm.backbone.trainable_weights] == [
+        w.path for w in start.backbone.trainable_weights
+    ]
+    assert lm.optimizer is not None  # compiled, ready to fine-tune

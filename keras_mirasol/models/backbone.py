@@ -595,6 +595,105 @@ class MirasolBackbone(keras_hub.models.Backbone):
             if layer_name in names and weight.path.endswith("/bias"):
                 weight.trainable = False
 
+    def with_num_snippets(self, num_snippets):
+        """This model for clips of `num_snippets` snippets, same weights.
+
+        Snippets keep their length (`num_frames / num_snippets` frames and
+        the audio of those frames); the clip grows or shrinks by whole
+        snippets. No Mirasol weight depends on the number of snippets (the
+        paper's "no new parameters"), so a model trained on short clips
+        takes long ones as it is: the block-causal time-aligned model
+        gives the first snippets of a longer clip the latents it gave the
+        shorter clip. The copy keeps which weights train (frozen parts,
+        LoRA adapters with their rank) and the dtype policy. Not for the
+        unchunked baseline (`unchunked_config`), whose one snippet is the
+        whole clip.
+
+        Args:
+            num_snippets: int. Snippets per clip of the new model.
+
+        Returns:
+            A new `MirasolBackbone` (not compiled; this one is unchanged).
+
+        Raises:
+            ValueError: the unchunked baseline, or `num_snippets < 1`.
+
+        Example:
+        ```python
+        backbone = keras_mirasol.models.MirasolBackbone.from_preset(
+            "mirasol_tiny"
+        )
+        longer = backbone.with_num_snippets(32)
+        (longer.num_frames, longer.num_snippets)  # (128, 32)
+        longer.count_params() == backbone.count_params()  # True
+        ```
+        """
+        if self.combiner_type == "all_tokens":
+            raise ValueError(
+                "The unchunked baseline (combiner_type='all_tokens') is one "
+                "snippet spanning the clip: its encoders' position weights "
+                "are sized by the clip's length, so it cannot take another "
+                "length with the same weights. Build and train it at the "
+                "new length (`unchunked_config` with another num_frames)."
+            )
+        if int(num_snippets) != num_snippets or num_snippets < 1:
+            raise ValueError(
+                f"num_snippets must be a positive integer, got "
+                f"{num_snippets!r}."
+            )
+        num_snippets = int(num_snippets)
+        frames = self.num_frames // self.num_snippets
+        config = dict(
+            self.get_config(),
+            num_frames=frames * num_snippets,
+            num_snippets=num_snippets,
+        )
+        # Pretrained encoders (`from_components`) are serialized with their
+        # own snippet count (and the audio one with its samples).
+        for name in ("video_encoder", "audio_encoder"):
+            part = config.get(name)
+            if isinstance(part, dict):
+                part_config = dict(part["config"], num_snippets=num_snippets)
+                if "num_samples" in part_config:
+                    per_snippet = part_config["num_samples"] // (
+                        self.num_snippets
+                    )
+                    part_config["num_samples"] = per_snippet * num_snippets
+                config[name] = dict(part, config=part_config)
+        resized = type(self).from_config(config)
+        lora = getattr(self, "_lora_enabled_layers", [])
+        if lora:
+            # keras-hub numbers the layers that hold weights.
+            layers = self._flatten_layers(include_self=False)
+            layers = [layer for layer in layers if layer.weights]
+            resized.enable_lora(
+                self._lora_rank,
+                target_layer_names=sorted({layers[i].name for i in lora}),
+            )
+        pairs = list(zip(self.weights, resized.weights))
+        if len(self.weights) != len(resized.weights) or any(
+            tuple(a.shape) != tuple(b.shape) for a, b in pairs
+        ):
+            raise ValueError(
+                f"The model at num_snippets={num_snippets} does not have "
+                "this model's weights; its config has a length-dependent "
+                "weight, which `with_num_snippets` cannot copy."
+            )
+        for old, new in pairs:
+            # A copy: the two models must not share buffers, which a
+            # backend may donate to a compiled step.
+            new.assign(keras.ops.copy(old.value))
+        # Layers first (a layer's flag sets its weights'), then weights
+        # (LoRA freezes single weights of a trainable layer).
+        for old, new in zip(
+            self._flatten_layers(include_self=False),
+            resized._flatten_layers(include_self=False),
+        ):
+            new.trainable = old.trainable
+        for old, new in pairs:
+            new.trainable = old.trainable
+        return resized
+
     def encode_media(self, video, audio=None):
         """The time-aligned side: encoders, Combiner, time-aligned model.
 

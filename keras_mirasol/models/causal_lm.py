@@ -517,6 +517,45 @@ class MirasolCausalLM(keras_hub.models.CausalLM):
         """
         return MirasolStream(self, batch_size=batch_size, window=window)
 
+    def with_num_snippets(self, num_snippets):
+        """This model for clips of `num_snippets` snippets, same weights.
+
+        See `MirasolBackbone.with_num_snippets`: the snippets keep their
+        length and every weight is copied. The preprocessor is rebuilt for
+        the new clip length with the same tokenizer, prompt template and
+        window setting, so `generate`, `fit` and `evaluate` take the longer
+        (or shorter) clips at once: train on short clips, fine-tune or
+        answer on long ones.
+
+        Args:
+            num_snippets: int. Snippets per clip of the new model.
+
+        Returns:
+            A new `MirasolCausalLM`, not compiled (this one is unchanged).
+
+        Example:
+        ```python
+        lm = keras_mirasol.models.MirasolCausalLM.from_preset("mirasol_tiny")
+        longer = lm.with_num_snippets(8)  # 4 s clips instead of 2 s
+        longer.preprocessor.num_frames  # 32
+        ```
+        """
+        backbone = self.backbone.with_num_snippets(num_snippets)
+        preprocessor = None
+        if self.preprocessor is not None:
+            preprocessor = type(self.preprocessor).from_backbone(
+                backbone,
+                self.preprocessor.tokenizer,
+                random_window=self.preprocessor.random_window,
+                prompt_template=self.preprocessor.prompt_template,
+            )
+        return type(self)(
+            backbone,
+            preprocessor,
+            text_loss_weight=self.text_loss_weight,
+            text_loss_reduction=self.text_loss_reduction,
+        )
+
     def generate(
         self,
         inputs,

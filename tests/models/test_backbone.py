@@ -111,6 +111,79 @@ def test_parameters_do_not_grow_with_the_clip_but_the_baselines_do():
     )
 
 
+def test_with_num_snippets_gives_a_longer_clip_the_same_first_latents(
+    model_and_config,
+):
+    # The model trained on 4 snippets takes 8 with its weights: the
+    # block-causal latents of the long clip's first 4 snippets are the
+    # short model's on those 4 snippets (TTM memory carried the same way).
+    model, config = model_and_config
+    longer = model.with_num_snippets(8)
+    assert (longer.num_frames, longer.num_snippets) == (16, 8)
+    assert longer.num_audio_samples == 2 * model.num_audio_samples
+    assert longer.count_params() == model.count_params()
+    for a, b in zip(model.weights, longer.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), a.path)
+    long_config = dict(config, num_frames=16, num_snippets=8)
+    long_inputs = random_inputs(long_config, batch_size=2, seed=3)
+    prefix = dict(
+        long_inputs,
+        video=long_inputs["video"][:, :8],
+        audio=long_inputs["audio"][:, : model.num_audio_samples],
+    )
+    long_latents = longer.predict_on_batch(long_inputs)["av_latents"]
+    short_latents = model.predict_on_batch(prefix)["av_latents"]
+    assert long_latents.shape == (2, 8 * M, 32)
+    np.testing.assert_allclose(
+        long_latents[:, : 4 * M], short_latents, atol=UNCHANGED
+    )
+    # What the second half holds reaches the latents only after it.
+    assert np.abs(long_latents[:, 4 * M :]).max() > CHANGED
+    # Back to 4 snippets: the original model's outputs on every input.
+    again = longer.with_num_snippets(4)
+    expected = model.predict_on_batch(prefix)
+    got = again.predict_on_batch(prefix)
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], atol=UNCHANGED)
+
+
+def test_with_num_snippets_keeps_frozen_parts_and_lora_adapters():
+    config = small_config()
+    keras.utils.set_random_seed(0)
+    model = MirasolBackbone(**config)
+    model.video_encoder.trainable = False
+    model.enable_lora(2, target_layer_names=["query", "value"])
+    model.video_encoder.trainable = False
+    # Nonzero adapters, so copying them is seen in the outputs.
+    for w in model.weights:
+        if w.path.endswith("lora_kernel_b"):
+            w.assign(np.full(w.shape, 0.01, "float32"))
+    longer = model.with_num_snippets(6)
+    assert [w.path for w in longer.trainable_weights] == [
+        w.path for w in model.trainable_weights
+    ]
+    assert longer.trainable_weights
+    assert all("lora_kernel" in w.path for w in longer.trainable_weights)
+    assert not longer.video_encoder.trainable
+    # The adapters' file of one loads into the other.
+    assert longer._lora_rank == 2
+    again = longer.with_num_snippets(4)
+    inputs = random_inputs(config, batch_size=1)
+    expected = model.predict_on_batch(inputs)["sequence_output"]
+    got = again.predict_on_batch(inputs)["sequence_output"]
+    np.testing.assert_allclose(got, expected, atol=UNCHANGED)
+
+
+def test_with_num_snippets_refuses_the_baseline_and_bad_counts():
+    baseline = MirasolBackbone(**backbone.unchunked_config(small_config()))
+    with pytest.raises(ValueError, match="unchunked baseline.*length"):
+        baseline.with_num_snippets(8)
+    model = MirasolBackbone(**small_config())
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match="positive integer"):
+            model.with_num_snippets(bad)
+
+
 def test_audio_reaches_only_its_snippet_in_the_combiner():
     config = small_config()
     model = MirasolBackbone(**config)

@@ -248,6 +248,45 @@ def test_generate_returns_answer_strings(text_lm):
     assert isinstance(one, str)
 
 
+def test_with_num_snippets_takes_longer_clips_with_the_same_text_setup(
+    text_lm,
+):
+    from keras_mirasol.models import MirasolCausalLMPreprocessor
+
+    lm, config = text_lm
+    # A task of its own, with a prompt template and the response loss.
+    preprocessor = MirasolCausalLMPreprocessor.from_backbone(
+        lm.backbone,
+        lm.preprocessor.tokenizer,
+        prompt_template="Q: {prompt} A:",
+    )
+    short = MirasolCausalLM(
+        lm.backbone, preprocessor, text_loss_reduction="response"
+    )
+    longer = short.with_num_snippets(8)
+    assert longer.text_loss_reduction == "response"
+    assert longer.preprocessor.prompt_template == "Q: {prompt} A:"
+    assert longer.preprocessor.tokenizer is lm.preprocessor.tokenizer
+    assert longer.preprocessor.num_frames == 2 * config["num_frames"]
+    assert longer.preprocessor.num_audio_samples == (
+        2 * lm.backbone.num_audio_samples
+    )
+    data = raw_clips(dict(config, num_frames=2 * config["num_frames"]))
+    # The clip's first half holds what the short model saw: its latents.
+    half = {
+        "video": data["video"][:, : config["num_frames"]],
+        "audio": data["audio"][:, : lm.backbone.num_audio_samples],
+    }
+    np.testing.assert_allclose(
+        to_numpy(longer.encode_media(data))[:, : 4 * 2],
+        to_numpy(short.encode_media(half)),
+        atol=UNCHANGED,
+    )
+    del data["responses"]
+    answers = longer.generate(data, max_length=12)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
 def test_fit_on_raw_clips_and_text(text_lm):
     import tensorflow as tf
 

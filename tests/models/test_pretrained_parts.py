@@ -279,6 +279,29 @@ def test_all_three_parts_train_with_whisper_frozen():
         from_components(audio_encoder=tiny_whisper(), use_audio=False)
 
 
+def test_with_num_snippets_runs_each_pretrained_part_on_more_snippets():
+    # VideoPrism and Whisper run per snippet: twice the snippets, the same
+    # parts and weights, and the first half's latents unchanged.
+    keras.utils.set_random_seed(0)
+    backbone = from_components(
+        audio_encoder=tiny_whisper(), freeze=("audio_encoder",)
+    )
+    longer = backbone.with_num_snippets(8)
+    assert longer.count_params() == backbone.count_params()
+    assert longer.num_audio_samples == 2 * backbone.num_audio_samples
+    assert not longer.audio_encoder.backbone.trainable
+    x = inputs_for(longer, batch_size=1, seed=2)
+    _, long_latents = longer.encode_media(x["video"], x["audio"])
+    _, short_latents = backbone.encode_media(
+        x["video"][:, : backbone.num_frames],
+        x["audio"][:, : backbone.num_audio_samples],
+    )
+    half = short_latents.shape[1]
+    np.testing.assert_allclose(
+        to_numpy(long_latents)[:, :half], to_numpy(short_latents), atol=1e-4
+    )
+
+
 def test_from_components_takes_its_config_from_the_parts():
     prism = tiny_video_prism()
     gemma = tiny_gemma3(vocabulary_size=50)
