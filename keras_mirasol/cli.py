@@ -37,6 +37,8 @@ def cmd_demo(args):
         long=args.long,
         combiner=args.combiner,
         unchunked=args.unchunked,
+        short_steps=args.short_steps,
+        short_clips=args.short_clips,
     )
     return 0
 
@@ -473,7 +475,9 @@ def build_parser():
         "with video and audio ablations: a table, then one JSON line. "
         "--long does it on 16 s clips of 32 snippets with 4 events "
         "anywhere in each (WORKDIR/data/demo_long, runs/demo_long), with "
-        "either Combiner or as the unchunked baseline.",
+        "either Combiner or as the unchunked baseline: Mirasol first "
+        "trains on the 2 s clips (runs/demo_long_2s), then the same "
+        "weights on the 16 s ones.",
         "  keras-mirasol demo --workdir /tmp/mirasol --seed 1\n"
         "  keras-mirasol demo --long --combiner ttm",
     )
@@ -494,7 +498,8 @@ def build_parser():
         "steps.",
         seed_help="Seeds the data, the weights and the batch order.",
         defaults_help={
-            "steps": " (default: 2000; 2800 with --long).",
+            "steps": " (default: 2000; with --long 1000 on the long clips, "
+            "after --short-steps).",
             "batch_size": " (default: 96; 48 with --long).",
         },
     )
@@ -519,7 +524,22 @@ def build_parser():
         action="store_true",
         help="16 s clips of 32 snippets, 4 events anywhere in each: the "
         "preset's snippets, 32 of them (defaults then: --clips 1200 "
-        "--steps 2800 --batch-size 48).",
+        "--short-steps 1000 --steps 1000 --batch-size 48).",
+    )
+    demo.add_argument(
+        "--short-steps",
+        type=int,
+        default=None,
+        help="With --long: steps on the plain demo's 2 s clips "
+        "(WORKDIR/data/demo) before the 16 s ones, with the same weights; "
+        "0 trains on the 16 s clips from the start (default: 1000; 0 for "
+        "--unchunked, whose weights are sized by the clip's length).",
+    )
+    demo.add_argument(
+        "--short-clips",
+        type=int,
+        default=None,
+        help="With --long: clips of the 2 s data (default: 2000).",
     )
     demo.add_argument(
         "--combiner",

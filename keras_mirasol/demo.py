@@ -18,7 +18,12 @@ the previous run was stopped midway (it resumes from its last checkpoint).
 clips of 32 snippets in which 4 events sit anywhere (`LONG_CLIPS`): the
 preset's snippets are kept and their number grows to 32, with the
 Transformer or TTM Combiner (`combiner`), or as the unchunked baseline
-(`unchunked`, see `keras_mirasol.models.unchunked_config`).
+(`unchunked`, see `keras_mirasol.models.unchunked_config`). Mirasol first
+trains on the 2 s clips of the plain demo (`short_steps`), then the same
+weights (`MirasolCausalLM.with_num_snippets`: no weight depends on the
+number of snippets) are fine-tuned on the 16 s clips. The baseline's
+weights depend on the clip's length, so it trains on the long clips
+only.
 """
 
 import json
@@ -35,9 +40,10 @@ SPLITS = ("train", "val", "test")
 # them events at random places; the others black and silent.
 LONG_CLIPS = dict(num_snippets=32, num_events=4)
 # Defaults per kind of demo: clips, steps and questions per step.
+# With long clips, `short_steps` on the plain demo's clips come first.
 DEFAULTS = {
     False: dict(clips=2000, steps=2000, batch_size=96),
-    True: dict(clips=1200, steps=2800, batch_size=48),
+    True: dict(clips=1200, steps=1000, batch_size=48, short_steps=1000),
 }
 
 
@@ -161,6 +167,8 @@ def run_demo(
     long=False,
     combiner=None,
     unchunked=False,
+    short_steps=None,
+    short_clips=None,
 ):
     """Synthesize, convert, train, evaluate; returns the summary dict.
 
@@ -171,12 +179,13 @@ def run_demo(
     Args:
         workdir: str. Writes `data/demo` and `runs/demo` here (`demo_long`
             for long clips, the run folder also named after a non-default
-            Combiner or the baseline, e.g. `runs/demo_long_ttm`).
+            Combiner or the baseline, e.g. `runs/demo_long_ttm`; the
+            short-clip stage of a long demo in `runs/demo_long_2s`).
             Defaults to `"."`.
         clips: int or None. Clips over all splits. Defaults to `None`:
             2,000, or 1,200 long ones (`DEFAULTS`).
-        steps: int or None. Training steps. Defaults to `None`: 2,000, or
-            2,800 with long clips.
+        steps: int or None. Training steps (on the long clips, with
+            `long`). Defaults to `None`: 2,000, or 1,000 with long clips.
         epochs: int. Checkpoints every `steps / epochs` steps. Defaults to
             `10`.
         batch_size: int or None. Questions per step. Defaults to `None`:
@@ -196,6 +205,13 @@ def run_demo(
             `None`, which keeps the preset's.
         unchunked: bool. Train the unchunked baseline instead of Mirasol.
             Defaults to `False`.
+        short_steps: int or None. With `long`: steps on the plain demo's
+            2 s clips (`data/demo`, batches of twice `batch_size`) before
+            the long clips, with the same weights; 0 trains on the long
+            clips from the start. Defaults to `None`: 1,000, or 0 for the
+            baseline, whose weights depend on the clip's length.
+        short_clips: int or None. Clips of the short-clip stage's data.
+            Defaults to `None`: the plain demo's 2,000.
 
     Returns:
         dict: the JSON line's summary.
@@ -211,11 +227,24 @@ def run_demo(
             "baseline keeps every token and has no Combiner to choose. Pass "
             "one of them."
         )
+    if short_steps and not long:
+        raise ValueError(
+            f"short_steps={short_steps} without long=True: the short-clip "
+            "stage comes before training on long clips (demo --long)."
+        )
+    if short_steps and unchunked:
+        raise ValueError(
+            f"short_steps={short_steps} with unchunked=True: the baseline's "
+            "one snippet spans the whole clip, so its weights are sized by "
+            "the clip's length and cannot move from 2 s to 16 s clips. Use "
+            "short_steps=0 (--short-steps 0) for the baseline."
+        )
     defaults = DEFAULTS[bool(long)]
     clips = defaults["clips"] if clips is None else clips
     steps = defaults["steps"] if steps is None else steps
     batch_size = defaults["batch_size"] if batch_size is None else batch_size
-    overrides = model_overrides(preset, long, combiner, unchunked)
+    if short_steps is None:
+        short_steps = 0 if unchunked else defaults.get("short_steps", 0)
     name = "demo_long" if long else "demo"
     run_name = name
     if unchunked:
@@ -223,33 +252,84 @@ def run_demo(
     elif combiner is not None:
         run_name += f"_{combiner}"
     start = time.time()
-    data_dir = os.path.join(workdir, "data", name)
+    base_preset = preset
     run_dir = os.path.join(workdir, "runs", run_name)
     print(f"backend {keras.backend.backend()}", flush=True)
-    records = prepare_data(
-        data_dir, clips, seed, (32, 32), workers, **(LONG_CLIPS if long else {})
+    common = dict(
+        epochs=epochs,
+        learning_rate=learning_rate,
+        seed=seed,
+        cache=True,
+        threads=1,  # the other core(s) run the model
+        verbose=2,
+        questions_per_clip=questions_per_clip,
     )
-    data_seconds = time.time() - start
+    short, data_seconds = {}, 0.0
+    if short_steps:
+        # Stage 1: the plain demo's 2 s clips, then the same weights on
+        # the long clips (the saved run loads at any number of snippets).
+        if short_clips is None:
+            short_clips = DEFAULTS[False]["clips"]
+        short_records = prepare_data(
+            os.path.join(workdir, "data", "demo"),
+            short_clips,
+            seed,
+            (32, 32),
+            workers,
+        )
+        data_seconds += time.time() - start
+        short_dir = run_dir + "_2s"
+        began = time.time()
+        print(
+            f"stage 1: {short_steps} steps on 2 s clips -> {short_dir}",
+            flush=True,
+        )
+        train(
+            short_records["train"],
+            short_dir,
+            preset=preset,
+            steps=short_steps,
+            # Twice the long clips' batch: the plain demo's 96 by default.
+            batch_size=2 * batch_size,
+            **common,
+            **model_overrides(preset, combiner=combiner),
+        )
+        short = dict(
+            short_steps=short_steps,
+            short_train_seconds=round(time.time() - began, 1),
+        )
+        print(f"stage 2: {steps} steps on 16 s clips -> {run_dir}")
+    data_began = time.time()
+    records = prepare_data(
+        os.path.join(workdir, "data", name),
+        clips,
+        seed,
+        (32, 32),
+        workers,
+        **(LONG_CLIPS if long else {}),
+    )
+    data_seconds += time.time() - data_began
+    began = time.time()
+    if short:
+        # The short run's weights, tokenizer and Combiner, on 32 snippets.
+        overrides = model_overrides(preset, long)
+        preset = short_dir
+    else:
+        overrides = model_overrides(preset, long, combiner, unchunked)
     lm, history = train(
         records["train"],
         run_dir,
         preset=preset,
         val_data=records["val"],
         steps=steps,
-        epochs=epochs,
         batch_size=batch_size,
-        learning_rate=learning_rate,
-        seed=seed,
-        cache=True,
-        threads=1,  # the other core(s) run the model
-        verbose=2,
         # Validation after the last epoch only: each pass costs time the
         # demo's budget gives to training.
         validation_freq=epochs,
-        questions_per_clip=questions_per_clip,
+        **common,
         **overrides,
     )
-    train_seconds = time.time() - start - data_seconds
+    train_seconds = time.time() - began
     results = {
         "full": evaluate(lm, records["test"], batch_size, verbose=True),
         "zero_video": evaluate(
@@ -262,11 +342,12 @@ def run_demo(
     print(results_table(results), flush=True)
     full = results["full"]
     summary = {
-        "preset": preset,
+        "preset": base_preset,
         "clip_seconds": lm.backbone.num_frames / lm.backbone.frame_rate,
         "num_snippets": lm.backbone.num_snippets,
         "combiner": lm.backbone.combiner_type,
         "parameters": lm.backbone.count_params(),
+        **short,
         "steps": steps,
         "batch_size": batch_size,
         "questions_per_clip": questions_per_clip,
