@@ -2,7 +2,7 @@
 Title: Long videos and live streams
 Author: keras_mirasol developers
 Date created: 2026/12/02
-Last modified: 2026/12/02
+Last modified: 2026/12/03
 Description: More frames, same parameters, linear cost; Combiners; streams.
 Accelerator: None
 """
@@ -151,6 +151,36 @@ print(f"append: {early:.1f} ms at snippets 2-5, {late:.1f} ms at 29-32")
 print(stream.generate("what is on screen now?", max_length=16))
 
 """
+## Train short, then go long: the same weights
+
+Since no weight depends on the number of snippets, a model trained on
+short clips takes long ones as it is: `lm.with_num_snippets(32)` is the
+same model (weights, tokenizer, prompt template, frozen parts and LoRA
+adapters) with a preprocessor for 16 s clips. The time-aligned model is
+block-causal, so the long clip's first 4 snippets get exactly the latents
+the short model gives those 2 s. Fine-tuning the copy on long clips
+starts from what the short clips taught, which is how `keras-mirasol demo
+--long` trains; `keras-mirasol train --preset runs/demo --config
+'{"num_snippets": 32}'` does the same with your own run.
+"""
+
+longer = lm.with_num_snippets(32)
+print("clip:", longer.preprocessor.num_frames, "frames")
+clip = inputs_for(longer.backbone, batch=1)
+long_latents = np.asarray(longer.encode_media(clip))
+short_latents = np.asarray(
+    lm.encode_media(
+        {
+            "video": clip["video"][:, : lm.backbone.num_frames],
+            "audio": clip["audio"][:, : lm.backbone.num_audio_samples],
+        }
+    )
+)
+first = short_latents.shape[1]
+gap = np.abs(long_latents[:, :first] - short_latents).max()
+print(f"first 4 snippets' latents, 16 s clip vs 2 s clip: {gap:.1e} apart")
+
+"""
 ## Training on long clips
 
 Training memory grows with the clip too: activations of every snippet are
@@ -167,12 +197,13 @@ print("remat:", backbone.remat)
 To see a model learn from long clips end to end, from mp4 files to
 answers, run the long-clip demo: 16 s clips of 32 snippets whose 4
 events sit anywhere in the clip, trained and evaluated like the main
-demo, with either Combiner or as the unchunked baseline (README, "The
-main job"):
+demo (first on the main demo's 2 s clips, then with the same weights on
+the 16 s ones), with either Combiner or as the unchunked baseline
+(README, "Long clips"):
 
 ```shell
 keras-mirasol demo --long                     # Transformer Combiner
 keras-mirasol demo --long --combiner ttm
-keras-mirasol demo --long --unchunked         # the baseline
+keras-mirasol demo --long --unchunked         # the baseline, 16 s only
 ```
 """
