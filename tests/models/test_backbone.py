@@ -147,7 +147,7 @@ def test_with_num_snippets_gives_a_longer_clip_the_same_first_latents(
         np.testing.assert_allclose(got[key], expected[key], atol=UNCHANGED)
 
 
-def test_with_num_snippets_keeps_frozen_parts_and_lora_adapters():
+def test_with_num_snippets_keeps_frozen_parts_lora_adapters_and_dtype():
     config = small_config()
     keras.utils.set_random_seed(0)
     model = MirasolBackbone(**config)
@@ -172,6 +172,8 @@ def test_with_num_snippets_keeps_frozen_parts_and_lora_adapters():
     expected = model.predict_on_batch(inputs)["sequence_output"]
     got = again.predict_on_batch(inputs)["sequence_output"]
     np.testing.assert_allclose(got, expected, atol=UNCHANGED)
+    mixed = MirasolBackbone(**dict(config, dtype="mixed_bfloat16"))
+    assert mixed.with_num_snippets(8).dtype_policy.name == "mixed_bfloat16"
 
 
 def test_with_num_snippets_refuses_the_baseline_and_bad_counts():
