@@ -64,22 +64,42 @@ def cmd_synth(args):
 
 def cmd_convert(args):
     """Decode media files into TFRecord shards, with a report."""
-    from keras_mirasol.data.records import REPORT_FILE
-    from keras_mirasol.data.records import convert
+    import shlex
 
-    report = convert(
-        args.videos,
-        args.annotations,
-        args.out,
+    from keras_mirasol.data.records import REPORT_FILE
+
+    options = dict(
         fps=args.fps,
         image_size=tuple(args.image_size * 2)[:2],
         sample_rate=args.sample_rate,
         clips_per_shard=args.clips_per_shard,
-        workers=args.workers,
         timeout=args.timeout or None,
         splits=args.split,
         max_seconds=args.max_seconds,
     )
+    if args.runner is None:
+        if args.pipeline_options:
+            raise ValueError(
+                "convert: --pipeline-options are Apache Beam flags; give "
+                "--runner DirectRunner (or another Beam runner) with them, "
+                "or leave them out."
+            )
+        from keras_mirasol.data.records import convert
+
+        options["workers"] = args.workers
+    else:
+        if args.workers is not None:
+            raise ValueError(
+                "convert: --workers sets this machine's decoding processes; "
+                "with --runner the Beam runner decides (e.g. "
+                "--pipeline-options '--direct_num_workers=4 "
+                "--direct_running_mode=multi_processing')."
+            )
+        from keras_mirasol.data.beam_convert import convert
+
+        options["runner"] = args.runner
+        options["pipeline_options"] = shlex.split(args.pipeline_options or "")
+    report = convert(args.videos, args.annotations, args.out, **options)
     for item in report["skipped"]:
         print(f"skipped {item['input']}: {item['reason']}", file=sys.stderr)
     summary = {k: v for k, v in report.items() if k not in ("skipped",)}
@@ -619,7 +639,10 @@ def build_parser():
         "  keras-mirasol convert --videos data/avqa/videos "
         "--annotations data/avqa/train.jsonl --out records/train\n"
         "  keras-mirasol convert --videos vggsound/videos "
-        "--annotations vggsound.csv --split test --out records/test",
+        "--annotations vggsound.csv --split test --out records/test\n"
+        "  keras-mirasol convert --videos data/avqa/videos "
+        "--annotations data/avqa/train.jsonl --out records/train "
+        "--runner DirectRunner",
     )
     convert.add_argument(
         "--videos", required=True, help="Folder of the videos annotated."
@@ -674,6 +697,21 @@ def build_parser():
         default=None,
         help="Keep only annotations whose split field is one of these "
         "(VGGSound's CSV lists every split); default: all.",
+    )
+    convert.add_argument(
+        "--runner",
+        default=None,
+        help="Run as an Apache Beam pipeline on this runner (DirectRunner, "
+        "DataflowRunner, FlinkRunner, SparkRunner, ...; needs the beam "
+        "extra): the same shards and report; default: this machine's "
+        "cores.",
+    )
+    convert.add_argument(
+        "--pipeline-options",
+        default=None,
+        help="More Beam flags in one string, with --runner, e.g. "
+        "--pipeline-options='--direct_num_workers=4 "
+        "--direct_running_mode=multi_processing'.",
     )
     convert.set_defaults(func=cmd_convert)
 

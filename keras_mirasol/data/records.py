@@ -28,13 +28,15 @@ feature_lists:
 
 `convert` decodes videos on all cores (PyAV, in worker processes), writes
 `shard-SSSSS-of-NNNNN.tfrecord` files and, next to each, a `.json` of the
-inputs it skipped. A run that is stopped and started again keeps finished
-shards. `report.json` lists every skipped annotation with its reason (a
-missing, empty, corrupt or truncated file, any error while decoding, a
-decoder that crashed its worker or ran past the timeout, or a bad
-annotation line: not JSON, not UTF-8, a missing field), so none is
-dropped silently and one damaged file costs only itself; clips without an
-audio track are kept (silence) and listed under `no_audio`.
+inputs it skipped (`keras_mirasol.data.beam_convert.convert` writes the
+same shards with an Apache Beam pipeline, on many machines). A run
+that is stopped and started again keeps finished shards. `report.json`
+lists every skipped annotation with its reason (a missing, empty, corrupt
+or truncated file, any error while decoding, a decoder that crashed its
+worker or ran past the timeout, or a bad annotation line: not JSON, not
+UTF-8, a missing field), so none is dropped silently and one damaged file
+costs only itself; clips without an audio track are kept (silence) and
+listed under `no_audio`.
 
 Annotations with a time range become clips cut from their video
 (`read_clips`); the ranges of one video in a shard share one decoding
@@ -246,7 +248,7 @@ def serialize_clip(clip, annotations, clip_id, video_name):
     return example.SerializeToString()
 
 
-def _decode_one(job, read=read_clip):
+def decode_job(job, read=read_clip):
     """Worker (no TensorFlow): decode one video's clips.
 
     Args:
@@ -309,6 +311,289 @@ def _shard_name(index, count):
     return f"shard-{index:05d}-of-{count:05d}"
 
 
+def _check_settings(out_dir, settings):
+    """Write `out_dir/convert.json`, refusing a folder of other settings."""
+    os.makedirs(out_dir, exist_ok=True)
+    settings_path = os.path.join(out_dir, SETTINGS_FILE)
+    if os.path.exists(settings_path):
+        with open(settings_path) as f:
+            previous = json.load(f)
+        changed = sorted(
+            key
+            for key in set(previous) | set(settings)
+            if previous.get(key) != settings.get(key)
+        )
+        if changed:
+            raise SettingsChanged(
+                f"{out_dir} holds shards written with other settings "
+                f"(changed: {changed}; before: {previous}); use a new --out "
+                "folder or delete it."
+            )
+    with open(settings_path, "w") as f:
+        json.dump(settings, f, indent=1)
+
+
+def plan_conversion(
+    videos_dir,
+    annotation_paths,
+    out_dir,
+    fps=8,
+    image_size=(32, 32),
+    sample_rate=16000,
+    clips_per_shard=256,
+    splits=None,
+    max_seconds=None,
+):
+    """Read the annotations and plan the shards of a conversion.
+
+    Shared by `convert` and the Apache Beam pipeline
+    (`keras_mirasol.data.beam_convert`), so both write the same shards.
+    Writes `out_dir/convert.json` (the settings).
+
+    Args:
+        videos_dir: str. Folder of the video files annotations name.
+        annotation_paths: str or list of str. JSONL, CSV or JSON files.
+        out_dir: str. Output folder (created).
+        fps: float. Frame rate to store. Defaults to `8`.
+        image_size: int or `(height, width)`. Size of the stored frames.
+            Defaults to `(32, 32)`.
+        sample_rate: int. Audio rate to store in Hz. Defaults to `16000`.
+        clips_per_shard: int. Clips per TFRecord file. Defaults to `256`.
+        splits: str, list of str or None. Keep only annotations whose
+            `split` field is one of these. Defaults to `None` (all).
+        max_seconds: float or None. Store at most this many seconds of
+            each clip. Defaults to `None` (whole clips).
+
+    Returns:
+        `(shards, skipped)`: `shards` lists, per shard, a dict with `base`
+        (the shard's path without extension), `clips` (its number of
+        clips) and `jobs` (one decoding job per video file: a dict with
+        `job`, the arguments of the decoder, and `entries`, the
+        `(index, ((video, start, end), annotations))` of its clips);
+        `skipped` lists the annotation lines that could not be read.
+
+    Raises:
+        SettingsChanged: `out_dir` holds shards written with other
+            settings (a `ValueError`).
+        ValueError: no annotation could be read at all, or a bad
+            `max_seconds`.
+    """
+    if isinstance(annotation_paths, str):
+        annotation_paths = [annotation_paths]
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    if isinstance(splits, str):
+        splits = [splits]
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(
+            f"max_seconds={max_seconds}: give a positive number of seconds, "
+            "or None to store whole clips."
+        )
+    clips, skipped = load_annotations(annotation_paths, splits)
+    if not clips:
+        in_splits = f" in splits {splits}" if splits is not None else ""
+        raise ValueError(
+            f"No usable annotation{in_splits} in {annotation_paths}; "
+            f"skipped: {skipped[:5]}"
+        )
+    settings = {
+        "videos_dir": os.path.abspath(videos_dir),
+        "annotations": [os.path.abspath(p) for p in annotation_paths],
+        "annotations_sha256": _file_digest(annotation_paths),
+        "fps": fps,
+        "image_size": list(image_size),
+        "sample_rate": sample_rate,
+        "clips_per_shard": clips_per_shard,
+        "clips": len(clips),
+    }
+    if splits is not None:
+        settings["splits"] = sorted(splits)
+    if max_seconds is not None:
+        settings["max_seconds"] = max_seconds
+    _check_settings(out_dir, settings)
+    num_shards = max(1, -(-len(clips) // clips_per_shard))
+    finder = VideoFinder(videos_dir)
+    shards = []
+    for shard in range(num_shards):
+        first = shard * clips_per_shard
+        shard_clips = clips[first : first + clips_per_shard]
+        shards.append(
+            {
+                "base": os.path.join(out_dir, _shard_name(shard, num_shards)),
+                "clips": len(shard_clips),
+                "jobs": _plan_jobs(
+                    finder,
+                    list(enumerate(shard_clips, first)),
+                    fps,
+                    image_size,
+                    sample_rate,
+                    max_seconds,
+                ),
+            }
+        )
+    return shards, skipped
+
+
+def _plan_jobs(finder, entries, fps, image_size, sample_rate, max_seconds):
+    """One decoding job per video file: its clips' ranges in one pass."""
+    groups = {}
+    for index, ((video, start, end), notes) in entries:
+        path = finder.find(video)
+        time_range = None if start is None else (start, end)
+        if path is None and notes[0]["precut"]:
+            # VGGSound's downloads hold only the range, as <id>_<start>.
+            path = finder.find(notes[0]["precut"])
+            if path is not None:
+                time_range = (0.0, end - start)
+        if max_seconds is not None:
+            begin, stop = time_range or (0.0, None)
+            stop = begin + max_seconds if stop is None else stop
+            time_range = (begin, min(stop, begin + max_seconds))
+        key = path if path is not None else ("missing", index)
+        groups.setdefault(key, []).append(
+            (time_range, (index, ((video, start, end), notes)))
+        )
+    return [
+        {
+            "job": (
+                None if isinstance(key, tuple) else key,
+                [time_range for time_range, _ in members],
+                fps,
+                tuple(image_size),
+                sample_rate,
+            ),
+            "entries": [entry for _, entry in members],
+        }
+        for key, members in groups.items()
+    ]
+
+
+def encode_job(entries, path, result, failure, timeout):
+    """Serialize the clips of one decoding job, or say why they are lost.
+
+    Args:
+        entries: the job's `(index, ((video, start, end), annotations))`.
+        path: str or None. The job's video file.
+        result: what `decode_job` returned, or None.
+        failure: a `Failure` of the worker, or None.
+        timeout: float or None. The decoding timeout (for the reason).
+
+    Returns:
+        One dict per entry, in order: `index`, `record` (the serialized
+        clip, or None), `skipped` (the report's entries for a lost clip),
+        `annotations` (count), `video` and `has_audio`.
+    """
+    outcomes, reason = result or (None, None)
+    if failure is not None:
+        reason = _failure_reason(path, failure, timeout)
+    if outcomes is None:
+        outcomes = [(None, reason)] * len(entries)
+    encoded = []
+    for (index, ((video, start, end), notes)), (clip, why) in zip(
+        entries, outcomes, strict=True
+    ):
+        item = {
+            "index": index,
+            "record": None,
+            "skipped": [],
+            "annotations": len(notes),
+            "video": video,
+            "has_audio": True,
+        }
+        if clip is None:
+            item["skipped"] = [
+                {"input": note["source"], "video": video, "reason": why}
+                for note in notes
+            ]
+        else:
+            clip["start"] = start or 0.0
+            item["record"] = serialize_clip(
+                clip, notes, _clip_id(video, notes, start, end), video
+            )
+            item["has_audio"] = bool(clip["has_audio"])
+        encoded.append(item)
+    return encoded
+
+
+def empty_shard_report():
+    """A shard's report before any clip: counts at 0, empty lists."""
+    return {
+        "clips": 0,
+        "annotations": 0,
+        "skipped_clips": 0,
+        "skipped": [],
+        "no_audio": [],
+    }
+
+
+def add_to_shard_report(report, item):
+    """Add one `encode_job` item to a shard's report."""
+    if item["record"] is None:
+        report["skipped_clips"] += 1
+        report["skipped"].extend(item["skipped"])
+        return
+    report["clips"] += 1
+    report["annotations"] += item["annotations"]
+    if not item["has_audio"]:
+        report["no_audio"].append(item["video"])
+
+
+def finished_shard_report(base):
+    """The report of a shard already written (and resumed), or None."""
+    report_path = base + ".json"
+    if os.path.exists(base + ".tfrecord") and os.path.exists(report_path):
+        with open(report_path) as f:
+            report = json.load(f)
+        report["resumed"] = True
+        return report
+    return None
+
+
+def write_shard_file(base, records, report):
+    """Write a shard's records and its report, atomically.
+
+    The `.tfrecord` is written under a temporary name and renamed, then
+    its `.json` report: a shard with both files is finished.
+
+    Args:
+        base: str. The shard's path without extension.
+        records: iterable of serialized records, in order.
+        report: dict. The shard's report (written as `base + ".json"`).
+    """
+    import tensorflow as tf
+
+    temporary = base + ".tfrecord.tmp"
+    with tf.io.TFRecordWriter(temporary) as writer:
+        for record in records:
+            writer.write(record)
+    os.replace(temporary, base + ".tfrecord")
+    with open(base + ".json", "w") as f:
+        json.dump(report, f, indent=1)
+
+
+def final_report(out_dir, shards, skipped, shard_reports, start_time):
+    """Sum the shards' reports into `out_dir/report.json`; return it."""
+    skipped = list(skipped)
+    for shard_report in shard_reports:
+        skipped.extend(shard_report["skipped"])
+    report = {
+        "clips": sum(r["clips"] for r in shard_reports),
+        "annotations": sum(r["annotations"] for r in shard_reports),
+        "skipped_clips": sum(r["skipped_clips"] for r in shard_reports),
+        "skipped_annotations": len(skipped),
+        "skipped": skipped,
+        "no_audio": [v for r in shard_reports for v in r["no_audio"]],
+        "shards": [
+            os.path.basename(shard["base"]) + ".tfrecord" for shard in shards
+        ],
+        "resumed_shards": sum(r["resumed"] for r in shard_reports),
+        "seconds": round(time.time() - start_time, 1),
+    }
+    with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
+        json.dump(report, f, indent=1)
+    return report
+
+
 def convert(
     videos_dir,
     annotation_paths,
@@ -325,6 +610,9 @@ def convert(
     _read_clip=None,
 ):
     """Decode videos and write TFRecord shards of clips and annotations.
+
+    On this machine's cores; `keras_mirasol.data.beam_convert.convert`
+    writes the same shards and report with an Apache Beam runner.
 
     Each video is decoded in a worker process of its own: a file that
     raises any exception, crashes its worker (e.g. a segfault in FFmpeg,
@@ -372,201 +660,57 @@ def convert(
             settings (a `ValueError`).
         ValueError: no annotation could be read at all.
     """
-    if isinstance(annotation_paths, str):
-        annotation_paths = [annotation_paths]
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
     start_time = time.time()
-    if isinstance(splits, str):
-        splits = [splits]
-    if max_seconds is not None and not max_seconds > 0:
-        raise ValueError(
-            f"max_seconds={max_seconds}: give a positive number of seconds, "
-            "or None to store whole clips."
-        )
-    clips, skipped = load_annotations(annotation_paths, splits)
-    if not clips:
-        in_splits = f" in splits {splits}" if splits is not None else ""
-        raise ValueError(
-            f"No usable annotation{in_splits} in {annotation_paths}; "
-            f"skipped: {skipped[:5]}"
-        )
-    settings = {
-        "videos_dir": os.path.abspath(videos_dir),
-        "annotations": [os.path.abspath(p) for p in annotation_paths],
-        "annotations_sha256": _file_digest(annotation_paths),
-        "fps": fps,
-        "image_size": list(image_size),
-        "sample_rate": sample_rate,
-        "clips_per_shard": clips_per_shard,
-        "clips": len(clips),
-    }
-    if splits is not None:
-        settings["splits"] = sorted(splits)
-    if max_seconds is not None:
-        settings["max_seconds"] = max_seconds
-    os.makedirs(out_dir, exist_ok=True)
-    settings_path = os.path.join(out_dir, SETTINGS_FILE)
-    if os.path.exists(settings_path):
-        with open(settings_path) as f:
-            previous = json.load(f)
-        changed = sorted(
-            key
-            for key in set(previous) | set(settings)
-            if previous.get(key) != settings.get(key)
-        )
-        if changed:
-            raise SettingsChanged(
-                f"{out_dir} holds shards written with other settings "
-                f"(changed: {changed}; before: {previous}); use a new --out "
-                "folder or delete it."
-            )
-    with open(settings_path, "w") as f:
-        json.dump(settings, f, indent=1)
-
-    num_shards = max(1, -(-len(clips) // clips_per_shard))
+    shards, skipped = plan_conversion(
+        videos_dir,
+        annotation_paths,
+        out_dir,
+        fps,
+        image_size,
+        sample_rate,
+        clips_per_shard,
+        splits,
+        max_seconds,
+    )
+    decode = decode_job
+    if _read_clip is not None:
+        decode = functools.partial(decode_job, read=_read_clip)
     progress = None
     if verbose:
         import keras
 
-        progress = keras.utils.Progbar(len(clips), unit_name="clip")
-    shard_reports = []
-    decode = _decode_one
-    if _read_clip is not None:
-        decode = functools.partial(_decode_one, read=_read_clip)
-    with isolated_pool(decode, workers, timeout) as pool:
-        for shard in range(num_shards):
-            shard_clips = clips[
-                shard * clips_per_shard : (shard + 1) * clips_per_shard
-            ]
-            shard_reports.append(
-                _write_shard(
-                    pool,
-                    os.path.join(out_dir, _shard_name(shard, num_shards)),
-                    shard_clips,
-                    videos_dir,
-                    fps,
-                    image_size,
-                    sample_rate,
-                    timeout,
-                    progress,
-                    max_seconds,
-                )
-            )
-    for shard_report in shard_reports:
-        skipped.extend(shard_report["skipped"])
-    report = {
-        "clips": sum(r["clips"] for r in shard_reports),
-        "annotations": sum(r["annotations"] for r in shard_reports),
-        "skipped_clips": sum(r["skipped_clips"] for r in shard_reports),
-        "skipped_annotations": len(skipped),
-        "skipped": skipped,
-        "no_audio": [v for r in shard_reports for v in r["no_audio"]],
-        "shards": [
-            _shard_name(i, num_shards) + ".tfrecord" for i in range(num_shards)
-        ],
-        "resumed_shards": sum(r["resumed"] for r in shard_reports),
-        "seconds": round(time.time() - start_time, 1),
-    }
-    with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
-        json.dump(report, f, indent=1)
-    return report
-
-
-def _write_shard(
-    pool,
-    base,
-    clips,
-    videos_dir,
-    fps,
-    image_size,
-    sample_rate,
-    timeout,
-    progress,
-    max_seconds=None,
-):
-    """Write one shard (atomically) unless a finished one is there."""
-    import tensorflow as tf
-
-    report_path = base + ".json"
-    if os.path.exists(base + ".tfrecord") and os.path.exists(report_path):
-        with open(report_path) as f:
-            report = json.load(f)
-        report["resumed"] = True
-        if progress is not None:
-            progress.add(len(clips))
-        return report
-    finder = VideoFinder(videos_dir)
-    # One job per video file: its clips' ranges decode in one pass.
-    groups = {}
-    for index, ((video, start, end), notes) in enumerate(clips):
-        path = finder.find(video)
-        time_range = None if start is None else (start, end)
-        if path is None and notes[0]["precut"]:
-            # VGGSound's downloads hold only the range, as <id>_<start>.
-            path = finder.find(notes[0]["precut"])
-            if path is not None:
-                time_range = (0.0, end - start)
-        if max_seconds is not None:
-            begin, stop = time_range or (0.0, None)
-            stop = begin + max_seconds if stop is None else stop
-            time_range = (begin, min(stop, begin + max_seconds))
-        key = path if path is not None else ("missing", index)
-        groups.setdefault(key, []).append((index, time_range))
-    jobs = [
-        (
-            None if isinstance(key, tuple) else key,
-            [time_range for _, time_range in members],
-            fps,
-            image_size,
-            sample_rate,
+        progress = keras.utils.Progbar(
+            sum(shard["clips"] for shard in shards), unit_name="clip"
         )
-        for key, members in groups.items()
-    ]
-    report = {
-        "clips": 0,
-        "annotations": 0,
-        "skipped_clips": 0,
-        "skipped": [],
-        "no_audio": [],
-    }
-    temporary = base + ".tfrecord.tmp"
-    with tf.io.TFRecordWriter(temporary) as writer:
-        results = pool.imap(jobs)
-        for members, job, (result, failure) in zip(
-            groups.values(), jobs, results, strict=True
-        ):
-            outcomes, reason = result or (None, None)
-            if failure is not None:
-                reason = _failure_reason(job[0], failure, timeout)
-            if outcomes is None:
-                outcomes = [(None, reason)] * len(members)
-            for (index, _), (clip, why) in zip(members, outcomes, strict=True):
-                (video, start, end), notes = clips[index]
-                if clip is None:
-                    report["skipped_clips"] += 1
-                    report["skipped"].extend(
-                        {"input": note["source"], "video": video, "reason": why}
-                        for note in notes
-                    )
-                else:
-                    clip["start"] = start or 0.0
-                    writer.write(
-                        serialize_clip(
-                            clip,
-                            notes,
-                            _clip_id(video, notes, start, end),
-                            video,
-                        )
-                    )
-                    report["clips"] += 1
-                    report["annotations"] += len(notes)
-                    if not clip["has_audio"]:
-                        report["no_audio"].append(video)
+    shard_reports = []
+    with isolated_pool(decode, workers, timeout) as pool:
+        for shard in shards:
+            shard_reports.append(_write_shard(pool, shard, timeout, progress))
+    return final_report(out_dir, shards, skipped, shard_reports, start_time)
+
+
+def _write_shard(pool, shard, timeout, progress):
+    """Write one shard unless a finished one is there; return its report."""
+    report = finished_shard_report(shard["base"])
+    if report is not None:
+        if progress is not None:
+            progress.add(shard["clips"])
+        return report
+    report = empty_shard_report()
+    jobs = shard["jobs"]
+
+    def records():
+        results = pool.imap([job["job"] for job in jobs])
+        for job, (result, failure) in zip(jobs, results, strict=True):
+            for item in encode_job(
+                job["entries"], job["job"][0], result, failure, timeout
+            ):
+                add_to_shard_report(report, item)
+                if item["record"] is not None:
+                    yield item["record"]
                 if progress is not None:
                     progress.add(1)
-    os.replace(temporary, base + ".tfrecord")
-    with open(report_path, "w") as f:
-        json.dump(report, f, indent=1)
+
+    write_shard_file(shard["base"], records(), report)
     report["resumed"] = False
     return report

@@ -4,7 +4,6 @@ import os
 import shutil
 from time import monotonic
 
-import av
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,6 +17,9 @@ from keras_mirasol.data.records import serialize_clip
 from keras_mirasol.data.snippets import decode_audio
 from keras_mirasol.data.snippets import decode_frames
 from keras_mirasol.data.snippets import parse_clip
+from tests.data.damaged_media import DAMAGED
+from tests.data.damaged_media import DAMAGED_SETTINGS
+from tests.data.damaged_media import write_annotations
 from tests.data.hostile_decoders import read_clip_or_misbehave
 
 # tf.data, media files and TFRecords: the Keras backend plays no part.
@@ -357,108 +359,6 @@ def test_find_video_tries_the_name_then_msrvtt_numbering(tmp_path):
     assert find_video(str(tmp_path), "13") is None
 
 
-# Damaged files among good ones, as in the bug report: `convert` died on
-# the first exception that was not a `MediaError` (a UnicodeDecodeError
-# from PyAV reading a corrupt metadata tag) and wrote nothing.
-DAMAGED_RATE = 16000
-DAMAGED_SETTINGS = dict(fps=8, image_size=(32, 32), sample_rate=DAMAGED_RATE)
-DAMAGED = [
-    "empty.mp4",
-    "random.mp4",
-    "truncated.mp4",
-    "flipped.mp4",
-    "missing.mp4",
-]
-# Damaged in their text tags only: the media decode, so they are kept.
-TAG_DAMAGED = ["metadata.mp4", "handler.mp4"]
-
-
-def flip_bytes(data, start, end, rng, count):
-    """`data` with `count` bytes in `[start, end)` XORed with random bits."""
-    data = bytearray(data)
-    for position in rng.choice(np.arange(start, end), count, replace=False):
-        data[position] ^= int(rng.integers(1, 256))
-    return bytes(data)
-
-
-def write_with_title(source, path, title):
-    """Copy the streams of `source` to `path`, with a title tag."""
-    with av.open(str(source)) as src, av.open(str(path), "w") as dst:
-        dst.metadata["title"] = title
-        streams = {
-            s.index: dst.add_stream_from_template(s) for s in src.streams
-        }
-        for packet in src.demux():
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream.index]
-                dst.mux(packet)
-
-
-def write_annotations(root, videos):
-    annotations = root / "qa.jsonl"
-    annotations.write_text(
-        "".join(
-            json.dumps({"video": v, "question": f"q {v}", "answer": "a"}) + "\n"
-            for v in videos
-        )
-    )
-    return annotations
-
-
-@pytest.fixture(scope="module")
-def damaged(tmp_path_factory):
-    """6 good clips (32x32, 8 frames at 8 fps, 1 s of 16 kHz audio) and
-    damaged files between them; annotations name them all, in that order,
-    and a file that is not there."""
-    root = tmp_path_factory.mktemp("damaged")
-    videos = root / "videos"
-    videos.mkdir()
-    good = [f"good{i}.mp4" for i in range(6)]
-    for index, name in enumerate(good):
-        t = np.arange(DAMAGED_RATE) / DAMAGED_RATE
-        audio = 0.4 * np.sin(2 * np.pi * (300 + 100 * index) * t)
-        frames = np.broadcast_to(
-            (20 * np.arange(8) + 5 * index)[:, None, None, None],
-            (8, 32, 32, 3),
-        )
-        write_clip(videos / name, frames, 8, audio, DAMAGED_RATE)
-    data = (videos / "good0.mp4").read_bytes()
-    rng = np.random.default_rng(0)
-    (videos / "empty.mp4").write_bytes(b"")
-    (videos / "random.mp4").write_bytes(rng.bytes(3000))
-    (videos / "truncated.mp4").write_bytes(data[: len(data) // 2])
-    (videos / "flipped.mp4").write_bytes(
-        flip_bytes(data, 0, len(data), rng, 200)
-    )
-    # A title tag of the container (moov/udta/meta/ilst) and a stream's
-    # handler name (moov/trak/mdia/hdlr), made invalid UTF-8.
-    write_with_title(videos / "good0.mp4", root / "titled.mp4", "a title")
-    titled = (root / "titled.mp4").read_bytes()
-    udta = titled.index(b"udta", titled.index(b"moov"))
-    title = titled.index(b"a title", titled.index(b"ilst", udta))
-    (videos / "metadata.mp4").write_bytes(
-        flip_bytes(titled, title, title + 7, rng, 7)
-    )
-    handler = data.index(b"VideoHandler", data.index(b"hdlr"))
-    (videos / "handler.mp4").write_bytes(
-        data[:handler] + b"Video\xcfandler" + data[handler + 12 :]
-    )
-    expected = read_clip(videos / "good0.mp4", **DAMAGED_SETTINGS)
-    for name in TAG_DAMAGED:
-        # PyAV's strict UTF-8 tags raise (what crashed `convert`) ...
-        with pytest.raises(UnicodeDecodeError):
-            av.open(str(videos / name)).close()
-        # ... but the media are intact, and `read_clip` keeps them.
-        clip = read_clip(videos / name, **DAMAGED_SETTINGS)
-        np.testing.assert_array_equal(clip["video"], expected["video"])
-        np.testing.assert_array_equal(clip["audio"], expected["audio"])
-    order = [good[0], *DAMAGED[:3], good[1], good[2], TAG_DAMAGED[0]]
-    order += [DAMAGED[3], TAG_DAMAGED[1], good[3], good[4], DAMAGED[4]]
-    order += [good[5]]
-    write_annotations(root, order)
-    return root
-
-
 def convert_damaged(root, out, workers, **options):
     return run_convert(
         root, out, workers, clips_per_shard=4, **DAMAGED_SETTINGS, **options
@@ -528,23 +428,6 @@ def test_the_convert_command_reports_damaged_files(damaged, tmp_path, capsys):
         line for line in captured.err.splitlines() if line.startswith("skip")
     ]
     assert len(skipped) == 5
-
-
-@pytest.fixture()
-def hostile(damaged, tmp_path):
-    """The good clips of `damaged`, and copies of one that the decoder
-    of `tests.data.hostile_decoders` misbehaves on."""
-    videos = tmp_path / "videos"
-    shutil.copytree(damaged / "videos", videos)
-    for name in (
-        "raises.mp4",
-        "crash.mp4",
-        "killed.mp4",
-        "exit.mp4",
-        "hang.mp4",
-    ):
-        shutil.copy(videos / "good0.mp4", videos / name)
-    return tmp_path
 
 
 def test_a_worker_that_dies_costs_only_its_file(hostile):
