@@ -32,6 +32,7 @@ quiet_native_logs()
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from keras_mirasol import plots  # noqa: E402
 from keras_mirasol.data import convert  # noqa: E402
 from keras_mirasol.data import read_clip  # noqa: E402
 from keras_mirasol.data import snippet_dataset  # noqa: E402
@@ -167,10 +168,17 @@ steps answer nearly every test question, and its ablations show which
 question types need the audio.
 """
 
-for ablation in ({}, {"zero_audio": True}):
+accuracies = {}
+for label, ablation in (
+    ("full input", {}),
+    ("audio zeroed", {"zero_audio": 1}),
+):
     result = evaluate(lm, records["test"], batch_size=4, **ablation)
     per_type = {k: v["accuracy"] for k, v in result["per_type"].items()}
-    print(ablation or "both modalities", result["accuracy"], per_type)
+    print(label, result["accuracy"], per_type)
+    accuracies[label] = per_type
+# The bars, with matplotlib (the `guides` extra): `accuracy_by_type.png`.
+plots.plot_accuracy_by_type(accuracies, "accuracy_by_type.png")
 
 """
 ## Ask about a file

@@ -124,7 +124,17 @@ def colour_clips(count):
 keras.utils.set_random_seed(0)
 lm = keras_mirasol.models.MirasolCausalLM.from_preset("mirasol_tiny")
 lm.compile(optimizer=keras.optimizers.Adam(1e-3))
-lm.fit(colour_clips(48), batch_size=8, epochs=6, verbose=2)
+history = lm.fit(colour_clips(48), batch_size=8, epochs=6, verbose=2)
+
+"""
+With matplotlib (`pip install 'keras-mirasol[guides]'`), `keras_mirasol.plots`
+draws what a run wrote; here the training curves, saved next to this guide's
+outputs (`keras-mirasol plot --run DIR` does the same for a saved run).
+"""
+
+from keras_mirasol import plots  # noqa: E402
+
+print(plots.plot_history(history.history, "training.png", metrics=["loss"]))
 
 """
 `generate()` encodes each clip once, caches the cross-attention keys and
@@ -137,6 +147,21 @@ answers = lm.generate(
 )
 for truth, answer in zip(test["responses"], answers):
     print(f"truth: {truth:<6} answer: {answer!r}")
+
+"""
+Which snippets did the answer read? `snippet_attention` runs the text
+decoder once and returns, per text position, its cross-attention weight
+on each snippet (`[B, L, T]`, rows summing to 1). A clip of one colour
+has the answer in every snippet, so the weight may sit anywhere.
+"""
+
+x, _, _ = lm.preprocessor(test)
+weights = keras_mirasol.models.snippet_attention(lm.backbone, x)
+print(
+    plots.plot_snippet_attention(
+        keras.ops.convert_to_numpy(weights)[0], "snippet_attention.png"
+    )
+)
 
 """
 ## The paper-sized model, counted without allocating it

@@ -31,6 +31,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from keras_mirasol import plots  # noqa: E402
 from keras_mirasol.models import MirasolBackbone  # noqa: E402
 from keras_mirasol.models import MirasolCausalLM  # noqa: E402
 from keras_mirasol.models import backbone_presets  # noqa: E402
@@ -105,6 +106,16 @@ for frames, seconds in timings.items():
         f"{frames:>4} frames: {1e3 * seconds:7.1f} ms, "
         f"{1e6 * seconds / frames:6.0f} us per frame"
     )
+# As a figure (matplotlib, the `guides` extra); `keras-mirasol plot --bench`
+# draws `bench --scaling`'s training steps and memory the same way.
+plots.plot_scaling(
+    [
+        dict(variant="transformer", frames=f, step_s=s)
+        for f, s in timings.items()
+    ],
+    "scaling.png",
+    time_label="seconds per forward pass",
+)
 
 """
 ## Transformer or Token Turing Machine

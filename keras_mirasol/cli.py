@@ -108,6 +108,45 @@ def cmd_convert(args):
     return 0
 
 
+def cmd_plot(args):
+    """Draw a run's training curves and accuracy, and bench's scaling."""
+    from keras_mirasol import plots
+
+    if args.run is None and args.bench is None:
+        raise ValueError(
+            "plot: give --run RUN_DIR (a folder written by train or demo) "
+            "and/or --bench FILE (written by bench --scaling)."
+        )
+    written = []
+    if args.run is not None:
+        out = args.out or args.run
+        summary_path = os.path.join(args.run, "summary.json")
+        summary = None
+        if os.path.exists(summary_path):
+            with open(summary_path) as f:
+                summary = json.load(f)
+        written.append(
+            plots.plot_history(
+                args.run,
+                os.path.join(out, "training.png"),
+                steps=(summary or {}).get("steps"),
+            )
+        )
+        if summary is not None:
+            written.append(
+                plots.plot_accuracy_by_type(
+                    summary, os.path.join(out, "accuracy_by_type.png")
+                )
+            )
+    if args.bench is not None:
+        out = args.out or os.path.dirname(os.path.abspath(args.bench))
+        written.append(
+            plots.plot_scaling(args.bench, os.path.join(out, "scaling.png"))
+        )
+    _json_line({"plots": written})
+    return 0
+
+
 def cmd_check_records(args):
     """Read every record; list the damaged ones; repair with --repair."""
     from keras_mirasol.data.record_io import check_records
@@ -222,15 +261,31 @@ def cmd_generate(args):
     }
     if backbone.use_audio:
         inputs["audio"] = [clip["audio"]] * len(questions)
+    inputs = {
+        k: np.stack(v) if k != "prompts" else v for k, v in inputs.items()
+    }
     answers = lm.generate(
-        {k: np.stack(v) if k != "prompts" else v for k, v in inputs.items()},
-        max_length=args.max_length or lm.preprocessor.sequence_length,
+        inputs, max_length=args.max_length or lm.preprocessor.sequence_length
     )
     if not clip["has_audio"] and backbone.use_audio:
         print(f"note: {args.video} has no audio track (silence used)",
               file=sys.stderr)  # fmt: skip
     for question, answer in zip(questions, answers):
         print(f"{question} -> {answer.strip()}")
+    if args.attention:
+        from keras_mirasol.models.attention_maps import answer_attention
+        from keras_mirasol.plots import plot_snippet_attention
+
+        stem, extension = os.path.splitext(args.attention)
+        maps = answer_attention(lm, inputs, answers)
+        for index, (question, (tokens, weights)) in enumerate(
+            zip(questions, maps)
+        ):
+            path = args.attention
+            if len(questions) > 1:
+                path = f"{stem}_{index}{extension or '.png'}"
+            plot_snippet_attention(weights, path, tokens, title=question)
+            print(f"attention: {path}")
     return 0
 
 
@@ -250,6 +305,7 @@ def cmd_export(args):
         signatures=signatures,
         platforms=args.platform,
         overwrite=args.overwrite,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     _json_line(result)
     return 0
@@ -518,7 +574,7 @@ def build_parser():
         "steps.",
         seed_help="Seeds the data, the weights and the batch order.",
         defaults_help={
-            "steps": " (default: 2000; with --long 1000 on the long clips, "
+            "steps": " (default: 2000; with --long 600 on the long clips, "
             "after --short-steps).",
             "batch_size": " (default: 96; 48 with --long).",
         },
@@ -544,7 +600,7 @@ def build_parser():
         action="store_true",
         help="16 s clips of 32 snippets, 4 events anywhere in each: the "
         "preset's snippets, 32 of them (defaults then: --clips 1200 "
-        "--short-steps 1000 --steps 1000 --batch-size 48).",
+        "--short-steps 1000 --steps 600 --batch-size 48).",
     )
     demo.add_argument(
         "--short-steps",
@@ -740,6 +796,32 @@ def build_parser():
     )
     check.set_defaults(func=cmd_check_records)
 
+    plot = _command(
+        sub,
+        "plot",
+        "Draw a run's training curves and per-type accuracy, and bench's "
+        "step time and memory against frames, as PNG files.",
+        "With --run: RUN/history.json becomes training.png (loss and "
+        "accuracy per step, training and validation) and, where the demo "
+        "wrote RUN/summary.json, accuracy_by_type.png (with the zeroed-"
+        "video and zeroed-audio ablations). With --bench: the JSON of "
+        "`bench --scaling` becomes scaling.png. The PNGs go to --out, "
+        "else beside their inputs. Needs matplotlib (the guides extra). "
+        "Ends with a JSON line of the files written.",
+        "  keras-mirasol plot --run runs/demo\n"
+        "  keras-mirasol plot --bench bench.json --out figures/",
+    )
+    plot.add_argument(
+        "--run", default=None, help="A folder written by train or demo."
+    )
+    plot.add_argument(
+        "--bench", default=None, help="A JSON file written by bench."
+    )
+    plot.add_argument(
+        "--out", default=None, help="Folder for the PNGs (created)."
+    )
+    plot.set_defaults(func=cmd_plot)
+
     train = _command(
         sub,
         "train",
@@ -905,7 +987,10 @@ def build_parser():
         "one `question -> answer` line per question.",
         "  keras-mirasol generate --model runs/mine --video clip.mp4 "
         "--question 'what colour is shown first?' "
-        "--question 'when does the hum play?'",
+        "--question 'when does the hum play?'\n"
+        "  keras-mirasol generate --model runs/demo_long --video clip.mp4 "
+        "--question 'what colour is on screen when the chirp plays?' "
+        "--attention attention.png",
     )
     generate.add_argument(
         "--model", required=True, help="Run or preset folder (train's OUT)."
@@ -925,6 +1010,13 @@ def build_parser():
         default=None,
         help="Prompt plus answer tokens (default: the model's "
         "sequence_length).",
+    )
+    generate.add_argument(
+        "--attention",
+        default=None,
+        help="Also draw, as this PNG (one per question: NAME_0.png, ...), "
+        "which snippets each answer token was predicted from (the "
+        "cross-attention weights; needs matplotlib).",
     )
     generate.set_defaults(func=cmd_generate)
 

@@ -43,7 +43,7 @@ LONG_CLIPS = dict(num_snippets=32, num_events=4)
 # With long clips, `short_steps` on the plain demo's clips come first.
 DEFAULTS = {
     False: dict(clips=2000, steps=2000, batch_size=96),
-    True: dict(clips=1200, steps=1000, batch_size=48, short_steps=1000),
+    True: dict(clips=1200, steps=600, batch_size=48, short_steps=1000),
 }
 
 
@@ -185,7 +185,7 @@ def run_demo(
         clips: int or None. Clips over all splits. Defaults to `None`:
             2,000, or 1,200 long ones (`DEFAULTS`).
         steps: int or None. Training steps (on the long clips, with
-            `long`). Defaults to `None`: 2,000, or 1,000 with long clips.
+            `long`). Defaults to `None`: 2,000, or 600 with long clips.
         epochs: int. Checkpoints every `steps / epochs` steps. Defaults to
             `10`.
         batch_size: int or None. Questions per step. Defaults to `None`:
@@ -368,5 +368,40 @@ def run_demo(
         "train_seconds": round(train_seconds, 1),
         "seconds": round(time.time() - start, 1),
     }
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    plots = draw_plots(run_dir, summary)
+    if plots:
+        summary["plots"] = plots
     print(json.dumps(summary), flush=True)
     return summary
+
+
+def draw_plots(run_dir, summary):
+    """The run's training curves and per-type accuracy as PNGs in
+    `run_dir`, when matplotlib is installed (the `guides` extra).
+
+    Args:
+        run_dir: str. The run folder (with `history.json`).
+        summary: dict. The demo's summary.
+
+    Returns:
+        list of str: the PNGs written (none without matplotlib).
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return []
+    from keras_mirasol.plots import plot_accuracy_by_type
+    from keras_mirasol.plots import plot_history
+
+    return [
+        plot_history(
+            run_dir,
+            os.path.join(run_dir, "training.png"),
+            steps=summary["steps"],
+        ),
+        plot_accuracy_by_type(
+            summary, os.path.join(run_dir, "accuracy_by_type.png")
+        ),
+    ]

@@ -106,10 +106,19 @@ def test_evaluate_and_generate_commands_load_the_run(demo_run, capsys):
     argv = ["generate", "--model", run, "--video", str(video)]
     argv += ["--question", "what colour is the circle?"]
     argv += ["--question", "when does the hiss play?"]
+    argv += ["--attention", str(workdir / "attention.png")]
     assert cli.main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("what colour is the circle? ->")
     assert lines[1].startswith("when does the hiss play? ->")
+    # One map per question, as NAME_<index>.png.
+    assert lines[2:] == [
+        f"attention: {workdir / 'attention_0.png'}",
+        f"attention: {workdir / 'attention_1.png'}",
+    ]
+    for index in range(2):
+        png = (workdir / f"attention_{index}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.one_backend

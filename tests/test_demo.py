@@ -121,3 +121,12 @@ def test_demo_long_trains_on_16_second_clips_of_32_snippets(tmp_path, capsys):
         ).read_text()
     )
     assert report["skipped"] == [] and report["clips"] == 8
+    # The run folder keeps the summary and its figures.
+    saved = json.loads((run / "summary.json").read_text())
+    assert saved == {k: v for k, v in summary.items() if k != "plots"}
+    assert summary["plots"] == [
+        str(run / "training.png"),
+        str(run / "accuracy_by_type.png"),
+    ]
+    for path in summary["plots"]:
+        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

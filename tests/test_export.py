@@ -152,8 +152,8 @@ def exported(tmp_path_factory):
     out = str(root / "exported" / "mirasol" / "1")
     argv = ["export", "--model", run, "--out", out]
     argv += ["--max-length", str(MAX_LENGTH)]
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         assert cli.main(argv) == 0
     return types.SimpleNamespace(
         lm=lm,
@@ -163,6 +163,7 @@ def exported(tmp_path_factory):
         prompts=prompts,
         path=out,
         printed=stdout.getvalue(),
+        progress=stderr.getvalue(),
         signatures=load(out),
     )
 
@@ -171,6 +172,17 @@ def exported(tmp_path_factory):
 def test_export_command_prints_path_and_signatures(exported):
     result = json.loads(exported.printed.strip().splitlines()[-1])
     assert result["path"] == exported.path
+    # Progress on stderr: a line per signature traced, then the write.
+    lines = [
+        line
+        for line in exported.progress.splitlines()
+        if line.startswith("export:")
+    ]
+    count = len(DEFAULT_SIGNATURES)
+    for index, (line, name) in enumerate(zip(lines, DEFAULT_SIGNATURES), 1):
+        assert line.startswith(f"export: [{index}/{count}] {name} traced in")
+    assert lines[count:] == [lines[-1]]
+    assert lines[-1].startswith(f"export: wrote {exported.path} in")
     assert list(result["signatures"]) == list(DEFAULT_SIGNATURES)
     assert os.path.exists(os.path.join(exported.path, "saved_model.pb"))
     config = exported.config

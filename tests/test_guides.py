@@ -8,6 +8,12 @@ import pytest
 GUIDES = sorted(
     (pathlib.Path(__file__).parents[1] / "guides").glob("*.py"),
 )
+# The figures each guide draws in its working folder.
+FIGURES = {
+    "getting_started": ["training.png", "snippet_attention.png"],
+    "finetune_on_your_videos": ["accuracy_by_type.png"],
+    "long_videos": ["scaling.png"],
+}
 
 
 # A guide runs as its reader runs it, on its default backend (JAX; the
@@ -31,3 +37,5 @@ def test_guide_runs_top_to_bottom(guide, tmp_path):
         timeout=1200,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in FIGURES.get(guide.stem, []):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -19,6 +19,8 @@ PACKAGE = pathlib.Path(keras_mirasol.__file__).parent
 # (the clip ops) lives in `layers`.
 ALLOWED = {
     "logs": set(),
+    # Figures from what runs wrote (numpy and matplotlib only).
+    "plots": set(),
     "layers": set(),
     "models": {"layers"},
     "data": {"layers"},
@@ -29,9 +31,10 @@ ALLOWED = {
     "checkpointing": set(),
     "training": {"checkpointing", "models", "data", "distribution", "layers"},
     "benchmark": {"models", "data", "layers"},
-    "demo": {"training", "evaluation", "models", "data", "layers"},
+    "demo": {"training", "evaluation", "plots", "models", "data", "layers"},
     "cli": {
         "logs",
+        "plots",
         "benchmark",
         "demo",
         "training",

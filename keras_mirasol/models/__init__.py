@@ -1,5 +1,6 @@
 """Mirasol3B models: components, backbone and presets."""
 
+from keras_mirasol.models.attention_maps import snippet_attention
 from keras_mirasol.models.audio_encoder import AudioEncoder
 from keras_mirasol.models.av_decoder import NextSnippetLatentLoss
 from keras_mirasol.models.av_decoder import TimeAlignedDecoder
@@ -46,6 +47,7 @@ __all__ = [
     "backbone_presets",
     "chat_template",
     "count_parameters",
+    "snippet_attention",
     "train_tokenizer",
     "unchunked_config",
 ]

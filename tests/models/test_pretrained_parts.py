@@ -21,6 +21,9 @@ from keras_mirasol.models import MirasolTokenizer
 from keras_mirasol.models import PretrainedAudioEncoder
 from keras_mirasol.models import PretrainedVideoEncoder
 from keras_mirasol.models import chat_template
+from keras_mirasol.models import snippet_attention
+from keras_mirasol.models.attention_maps import cross_attention_layers
+from keras_mirasol.models.attention_maps import latent_attention
 from keras_mirasol.models.causal_lm import DEFAULT_VOCABULARY
 from tests.conftest import CHANGED
 from tests.conftest import random_inputs
@@ -521,4 +524,32 @@ def test_a_stream_encodes_each_snippet_through_video_prism():
     from_clip = lm.generate_from_latents(offline, token_ids, padding_mask)
     np.testing.assert_array_equal(
         to_numpy(from_stream["token_ids"]), to_numpy(from_clip["token_ids"])
+    )
+
+
+def test_snippet_attention_reads_the_gated_cross_attention_blocks():
+    backbone = from_components()
+    decoder = backbone.text_decoder
+    inputs = inputs_for(backbone, batch_size=1, length=6)
+    weights = to_numpy(snippet_attention(backbone, inputs))
+    assert weights.shape == (1, 6, backbone.num_snippets)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+    assert len(cross_attention_layers(decoder)) == len(
+        decoder.cross_attention_blocks
+    )
+    # Reordering the snippets' latents reorders the columns.
+    _, av_latents = backbone.encode_media(inputs["video"], inputs.get("audio"))
+    latents = to_numpy(av_latents)
+    snippets = backbone.num_snippets
+    order = [3, 1, 0, 2]
+    moved = latents.reshape(1, snippets, backbone.combiner_tokens, -1)[
+        :, order
+    ].reshape(latents.shape)
+
+    def per_snippet(x):
+        w = to_numpy(latent_attention(decoder, inputs["token_ids"], x))
+        return w.reshape(1, 6, snippets, -1).sum(-1)
+
+    np.testing.assert_allclose(
+        per_snippet(moved), per_snippet(latents)[..., order], atol=1e-5
     )
