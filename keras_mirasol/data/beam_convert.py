@@ -38,14 +38,12 @@ except ImportError as error:  # pragma: no cover - depends on the install
         "convert uses this machine's cores."
     ) from error
 
-from keras_mirasol.data.records import add_to_shard_report
 from keras_mirasol.data.records import decode_job
-from keras_mirasol.data.records import empty_shard_report
 from keras_mirasol.data.records import encode_job
 from keras_mirasol.data.records import final_report
 from keras_mirasol.data.records import finished_shard_report
 from keras_mirasol.data.records import plan_conversion
-from keras_mirasol.data.records import write_shard_file
+from keras_mirasol.data.records import write_shard_items
 from keras_mirasol.data.workers import IsolatedPool
 
 
@@ -83,14 +81,8 @@ class DecodeAndSerialize(beam.DoFn):
 def _write(element, bases):
     """Write one shard from its jobs' items, in the planned order."""
     shard, jobs = element
-    report = empty_shard_report()
-    items = [item for _, job in sorted(jobs) for item in job]
-    for item in items:
-        add_to_shard_report(report, item)
-    write_shard_file(
-        bases[shard],
-        [item["record"] for item in items if item["record"] is not None],
-        report,
+    write_shard_items(
+        bases[shard], (item for _, job in sorted(jobs) for item in job)
     )
     return shard
 

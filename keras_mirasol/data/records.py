@@ -515,7 +515,7 @@ def encode_job(entries, path, result, failure, timeout):
     return encoded
 
 
-def empty_shard_report():
+def _empty_shard_report():
     """A shard's report before any clip: counts at 0, empty lists."""
     return {
         "clips": 0,
@@ -526,7 +526,7 @@ def empty_shard_report():
     }
 
 
-def add_to_shard_report(report, item):
+def _add_to_shard_report(report, item):
     """Add one `encode_job` item to a shard's report."""
     if item["record"] is None:
         report["skipped_clips"] += 1
@@ -547,6 +547,29 @@ def finished_shard_report(base):
         report["resumed"] = True
         return report
     return None
+
+
+def write_shard_items(base, items):
+    """Write a shard from `encode_job` items, in their order; count them.
+
+    Args:
+        base: str. The shard's path without extension.
+        items: iterable of `encode_job` items (a generator is consumed as
+            the records are written).
+
+    Returns:
+        dict: the shard's report, also written as `base + ".json"`.
+    """
+    report = _empty_shard_report()
+
+    def records():
+        for item in items:
+            _add_to_shard_report(report, item)
+            if item["record"] is not None:
+                yield item["record"]
+
+    write_shard_file(base, records(), report)
+    return report
 
 
 def write_shard_file(base, records, report):
@@ -696,21 +719,18 @@ def _write_shard(pool, shard, timeout, progress):
         if progress is not None:
             progress.add(shard["clips"])
         return report
-    report = empty_shard_report()
     jobs = shard["jobs"]
 
-    def records():
+    def items():
         results = pool.imap([job["job"] for job in jobs])
         for job, (result, failure) in zip(jobs, results, strict=True):
             for item in encode_job(
                 job["entries"], job["job"][0], result, failure, timeout
             ):
-                add_to_shard_report(report, item)
-                if item["record"] is not None:
-                    yield item["record"]
+                yield item
                 if progress is not None:
                     progress.add(1)
 
-    write_shard_file(shard["base"], records(), report)
+    report = write_shard_items(shard["base"], items())
     report["resumed"] = False
     return report
