@@ -12,6 +12,7 @@ import textwrap
 
 import numpy as np
 
+from keras_mirasol import host_memory
 from keras_mirasol.logs import quiet_native_logs
 
 
@@ -144,6 +145,34 @@ def cmd_plot(args):
             plots.plot_scaling(args.bench, os.path.join(out, "scaling.png"))
         )
     _json_line({"plots": written})
+    return 0
+
+
+def cmd_info(args):
+    """Versions, backend, devices and host memory settings of this host."""
+    from importlib import metadata
+
+    import keras
+
+    lines = [f"backend: {keras.backend.backend()}"]
+    for package in (
+        "keras_mirasol",
+        "keras",
+        "keras-hub",
+        "jax",
+        "tensorflow",
+        "torch",
+    ):
+        try:
+            lines.append(f"{package}: {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"{package}: not installed")
+    lines.append(
+        "devices: "
+        + ", ".join(str(d) for d in keras.distribution.list_devices())
+    )
+    lines.append(host_memory.describe())
+    print("\n".join(lines), flush=True)
     return 0
 
 
@@ -771,6 +800,22 @@ def build_parser():
     )
     convert.set_defaults(func=cmd_convert)
 
+    info = _command(
+        sub,
+        "info",
+        "Print the versions, backend, devices and host memory settings "
+        "this command runs with (for bug reports).",
+        "One line each: the Keras backend, the versions of keras_mirasol, "
+        "Keras, keras-hub, JAX, TensorFlow and torch, the devices Keras "
+        "sees, and whether XLA's host buffers get huge pages (see "
+        "keras_mirasol.host_memory: `keras-mirasol` restarts itself with "
+        "GLIBC_TUNABLES=glibc.malloc.hugetlb=1 where the kernel's "
+        "transparent huge pages are `madvise`; MIRASOL_HUGE_PAGES=0 turns "
+        "that off).",
+        "  keras-mirasol info",
+    )
+    info.set_defaults(func=cmd_info)
+
     check = _command(
         sub,
         "check-records",
@@ -1236,6 +1281,11 @@ def build_parser():
 
 
 def main(argv=None):
+    if argv is None:
+        # The command as a program: restart once with huge pages for the
+        # host allocator (`keras_mirasol.host_memory`); a no-op where
+        # that cannot help or the environment already decides.
+        host_memory.exec_with_huge_pages()
     args = build_parser().parse_args(argv)
     quiet_native_logs()
     if args.backend:

@@ -21,6 +21,8 @@ ALLOWED = {
     "logs": set(),
     # Figures from what runs wrote (numpy and matplotlib only).
     "plots": set(),
+    # Huge pages for the host allocator (the standard library only).
+    "host_memory": set(),
     "layers": set(),
     "models": {"layers"},
     "data": {"layers"},
@@ -30,10 +32,11 @@ ALLOWED = {
     # Run checkpoints (Keras and NumPy only), beside `training`.
     "checkpointing": set(),
     "training": {"checkpointing", "models", "data", "distribution", "layers"},
-    "benchmark": {"models", "data", "layers"},
+    "benchmark": {"host_memory", "models", "data", "layers"},
     "demo": {"training", "evaluation", "plots", "models", "data", "layers"},
     "cli": {
         "logs",
+        "host_memory",
         "plots",
         "benchmark",
         "demo",

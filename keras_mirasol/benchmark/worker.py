@@ -10,6 +10,8 @@ next starts. The result is the last line of stdout, one JSON object.
 import json
 import sys
 
+from keras_mirasol import host_memory
+
 
 def run_job(job):
     """Run `job` (a dict with `kind`) and return its result dict."""
@@ -112,6 +114,7 @@ def run_job(job):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     result = run_job(json.loads(argv[0]))
+    result["host_memory"] = host_memory.describe()
     print(json.dumps(result), flush=True)
 
 
