@@ -342,12 +342,12 @@ def cmd_export(args):
 
 def cmd_params(args):
     """Print each preset's per-component parameter count."""
-    from keras_mirasol.models.parameter_count import count_parameters
     from keras_mirasol.models.parameter_count import format_counts
+    from keras_mirasol.models.parameter_count import parameter_breakdown
 
     for preset in args.presets:
         print(preset)
-        print(format_counts(count_parameters(preset)))
+        print(format_counts(parameter_breakdown(preset)))
     return 0
 
 
@@ -1133,8 +1133,12 @@ def build_parser():
         "Count presets' parameters per component without allocating "
         "their weights.",
         "Builds each preset shape-only (no weights are allocated, so even "
-        "mirasol_3b takes seconds) and prints a table per component.",
-        "  keras-mirasol params mirasol_tiny mirasol_3b",
+        "mirasol_3b takes seconds) and prints a table per component: its "
+        "parameters, how many of them are a pretrained keras-hub "
+        "backbone's (a model made with MirasolBackbone.from_components), "
+        "how many are trainable (frozen parts and LoRA counted), and the "
+        "component's class.",
+        "  keras-mirasol params mirasol_tiny mirasol_3b runs/mine",
     )
     params.add_argument(
         "presets", nargs="+", help="Preset names or preset folders."

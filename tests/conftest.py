@@ -174,6 +174,25 @@ def jit(fn):
     return call
 
 
+def gradient_temp_bytes(model, inputs):
+    """XLA's planned temporary memory of a gradient of `model` (JAX).
+
+    The gradient of the sum of squares of every output with respect to
+    the trainable weights, compiled, not run.
+    """
+    import jax
+
+    values = [v.value for v in model.trainable_variables]
+    others = [v.value for v in model.non_trainable_variables]
+
+    def loss(values):
+        outputs, _ = model.stateless_call(values, others, inputs)
+        return sum(keras.ops.sum(v**2) for v in outputs.values())
+
+    compiled = jax.jit(jax.grad(loss)).lower(values).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
 def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 

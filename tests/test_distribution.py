@@ -34,13 +34,26 @@ jax_only = pytest.mark.skipif(
     reason="runs on the JAX backend, in the parent process",
 )
 # Tests marked in_child; the parent checks that all of them passed.
-CHILD_TESTS = 12
+CHILD_TESTS = 13
 in_child = pytest.mark.skipif(
     not CHILD, reason="needs 8 devices: runs in test_on_eight_host_devices"
 )
 
 # Weights that may stay replicated: norms and biases, 1-D and small.
 REPLICATED_OK = ("gamma", "beta", "bias")
+# keras-hub's norms are `scale` vectors; the cross-attention gates are
+# scalars.
+HUB_REPLICATED_OK = REPLICATED_OK + ("scale", "attention_gate", "mlp_gate")
+
+
+def hub_model(text="gemma3"):
+    """A tiny Mirasol model around VideoPrism, Whisper and a text model."""
+    from tests.models import test_pretrained_parts as parts
+
+    language_model = parts.tiny_gemma3 if text == "gemma3" else parts.tiny_qwen3
+    return parts.from_components(
+        audio_encoder=parts.tiny_whisper(), text_decoder=language_model()
+    )
 
 
 def mesh_config(**overrides):
@@ -112,6 +125,27 @@ def test_layout_map_covers_every_kernel_and_embedding(name, overrides):
     check_layout_map(layouts, config)
 
 
+@pytest.mark.parametrize("text", ["gemma3", "qwen3"])
+@jax_only
+def test_layout_map_covers_the_keras_hub_parts(text):
+    """VideoPrism, Whisper and Gemma3 / Qwen3 inside `from_components`:
+    every kernel and embedding is sharded, as the native parts are."""
+    shapes = {w.path: tuple(w.shape) for w in hub_model(text).weights}
+    unmatched = unmatched_variables(layout_map(one_device_mesh()), shapes)
+    left = [
+        (path, shapes[path])
+        for path in unmatched
+        if not path.endswith(HUB_REPLICATED_OK) or len(shapes[path]) > 1
+    ]
+    assert not left, f"replicated by accident: {left}"
+    # Each keras-hub part has sharded weights of its own.
+    sharded = [path for path in shapes if path not in unmatched]
+    for prefix in ("spatial_encoder/", "temporal_encoder/", "encoder_"):
+        assert any(path.startswith(prefix) for path in sharded), prefix
+    decoder = "decoder_block_" if text == "gemma3" else "transformer_layer_"
+    assert any(path.startswith(decoder) for path in sharded)
+
+
 @jax_only
 def test_every_layout_key_matches_some_model():
     shapes = {}
@@ -120,6 +154,8 @@ def test_every_layout_key_matches_some_model():
         {"combiner_type": "ttm", "tie_word_embeddings": False},
     ):
         shapes.update(variable_shapes(small_config(**overrides)))
+    for text in ("gemma3", "qwen3"):
+        shapes.update({w.path: w.shape for w in hub_model(text).weights})
     layouts = layout_map(one_device_mesh())
     unused = [
         key
@@ -226,6 +262,25 @@ def _train_step(lm, weights, batch):
     return logs["loss"], [np.asarray(w) for w in lm.get_weights()]
 
 
+def _assert_same_step(weights, expected, distributed, moved_share=0.5):
+    """A distributed training step's loss and weights equal one device's.
+
+    `expected` and `distributed` are `(loss, updated weights)`; more than
+    `moved_share` of the weights must have moved, so equal updates are a
+    real check.
+    """
+    (loss, updated), (distributed_loss, distributed_updated) = (
+        expected,
+        distributed,
+    )
+    np.testing.assert_allclose(distributed_loss, loss, rtol=1e-4)
+    moved = 0
+    for before, after, want in zip(weights, distributed_updated, updated):
+        np.testing.assert_allclose(after, want, rtol=1e-4, atol=1e-6)
+        moved += not np.array_equal(before, want)
+    assert moved > len(weights) * moved_share
+
+
 def _batch(config, batch_size=8, length=8):
     x = random_inputs(config, batch_size=batch_size, length=length, seed=3)
     rng = np.random.default_rng(4)
@@ -278,13 +333,9 @@ def test_train_step_matches_one_device(kind):
     with distribution.scope():
         lm = _build_lm(config)
         distributed_loss, distributed_updated = _train_step(lm, weights, batch)
-    np.testing.assert_allclose(distributed_loss, loss, rtol=1e-4)
-    moved = 0
-    for before, after, expected in zip(weights, distributed_updated, updated):
-        np.testing.assert_allclose(after, expected, rtol=1e-4, atol=1e-6)
-        moved += not np.array_equal(before, expected)
-    # The step changed the weights, so equal updates are a real check.
-    assert moved > len(weights) // 2
+    _assert_same_step(
+        weights, (loss, updated), (distributed_loss, distributed_updated)
+    )
 
 
 @in_child
@@ -305,6 +356,60 @@ def test_generate_under_model_parallel():
     # The prompts are kept and tokens were generated after them.
     np.testing.assert_array_equal(got[:, :4], x["token_ids"][:, :4])
     assert np.asarray(got)[:, 4:].any()
+
+
+@in_child
+def test_keras_hub_parts_train_sharded_as_on_one_device():
+    """A `from_components` model (VideoPrism, Whisper, Gemma3) on a 4x2
+    mesh: its keras-hub weights carry the layout map's sharding, and a
+    training step equals one device's."""
+    from tests.models.test_pretrained_parts import inputs_for
+
+    reference = hub_model()
+    weights = [np.asarray(w) for w in reference.get_weights()]
+    x = inputs_for(reference, batch_size=4, length=8)
+    rng = np.random.default_rng(4)
+    y = rng.integers(1, reference.vocabulary_size, x["token_ids"].shape)
+    batch = (x, y.astype("int32"), np.ones(y.shape, "float32"))
+
+    def step(backbone):
+        lm = MirasolCausalLM(backbone)
+        lm.compile(
+            optimizer=keras.optimizers.SGD(0.1, global_clipnorm=1.0),
+            sampler="greedy",
+        )
+        return _train_step(lm, weights, batch)
+
+    loss, updated = step(reference)
+    distribution = make_distribution(mesh="4x2")
+    with distribution.scope():
+        # The keras-hub parts are built inside the scope too: their
+        # weights are created when they are.
+        backbone = hub_model()
+        sharded = {w.path: w for w in backbone.weights}
+        for path, spec in (
+            ("decoder_block_0/attention/query/kernel", ("model", "batch")),
+            (
+                "spatial_encoder/transformer_block_0/mha/query/kernel",
+                ("batch", "model"),
+            ),
+            (
+                "transformer_encoder_layer_0/self_attention_layer/query/kernel",
+                ("batch", "model"),
+            ),
+            ("token_embedding/embeddings", ("model", "batch")),
+        ):
+            value = sharded[path].value
+            assert tuple(value.sharding.spec)[:2] == spec, path
+            assert len(value.sharding.device_set) == 8, path
+        distributed_loss, distributed_updated = step(backbone)
+    # Whisper's decoder is not used, so fewer weights move.
+    _assert_same_step(
+        weights,
+        (loss, updated),
+        (distributed_loss, distributed_updated),
+        moved_share=1 / 3,
+    )
 
 
 @in_child

@@ -11,6 +11,7 @@ from keras_mirasol.models.combiner import AllTokensCombiner
 from keras_mirasol.models.combiner import TransformerCombiner
 from keras_mirasol.models.combiner import TTMCombiner
 from keras_mirasol.models.parameter_count import count_parameters
+from keras_mirasol.models.parameter_count import parameter_breakdown
 from keras_mirasol.models.preprocessor import MirasolCausalLMPreprocessor
 from keras_mirasol.models.presets import backbone_presets
 from keras_mirasol.models.pretrained_audio_encoder import PretrainedAudioEncoder
@@ -47,6 +48,7 @@ __all__ = [
     "backbone_presets",
     "chat_template",
     "count_parameters",
+    "parameter_breakdown",
     "snippet_attention",
     "train_tokenizer",
     "unchunked_config",

@@ -183,8 +183,10 @@ class MirasolBackbone(keras_hub.models.Backbone):
             loop (`keras.ops.scan`, on JAX and torch), so training
             memory holds one snippet's activations, not the clip's, at
             the cost of about one more forward pass of those parts.
-            Outputs and gradients are unchanged; inference is
-            unaffected.
+            Pretrained keras-hub parts follow it: a VideoPrism or
+            Whisper encoder runs one snippet at a time, recomputed, and
+            a pretrained text decoder recomputes each block. Outputs and
+            gradients are unchanged; inference is unaffected.
             Defaults to `False`.
         video_encoder: a `PretrainedVideoEncoder` (or its serialized
             config) in place of Mirasol's own video encoder; `num_frames`
@@ -335,6 +337,11 @@ class MirasolBackbone(keras_hub.models.Backbone):
                     heads,
                     f"MirasolBackbone {prefix} transformer",
                 )
+
+        # The pretrained parts follow the model's remat switch.
+        for part in pretrained.values():
+            if part is not None:
+                part.remat = remat
 
         # === Layers ===
         self.video_encoder = video_encoder

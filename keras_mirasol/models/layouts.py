@@ -56,6 +56,89 @@ LAYOUT_RULES = (
     ),
     (r"latent_prediction/output_projection/kernel", ("model", "batch")),
     (r"combiner/(read|write)/score_output/kernel", ("model", None)),
+    # The MLP of the gated cross-attention blocks inserted into a
+    # pretrained text decoder.
+    (
+        r"text_decoder/gated_cross_attention_\d+/mlp_up/kernel",
+        ("batch", "model"),
+    ),
+    (r"text_decoder/gated_cross_attention_\d+/mlp_up/bias", ("model",)),
+    (
+        r"text_decoder/gated_cross_attention_\d+/mlp_down/kernel",
+        ("model", "batch"),
+    ),
+)
+
+# The keras-hub parts of `MirasolBackbone.from_components`. Their weights
+# keep the paths the keras-hub backbone gave them when it was built (no
+# `video_encoder/` prefix), so these keys name each family's own layers;
+# the rules above already cover the attention and MLP of Whisper and of
+# the Llama family (Qwen3, SmolLM3), whose layers keras-hub names like
+# ours. Gemma3 as keras-hub's `GemmaBackbone.get_layout_map` shards it;
+# keras-hub 0.32 has no layout map for Gemma3, VideoPrism or Whisper.
+HUB_LAYOUT_RULES = (
+    # Text decoders' token embedding [V, D], as keras-hub's Gemma, Llama
+    # and Qwen layout maps shard it.
+    (r"^token_embedding/embeddings", ("model", "batch")),
+    # Gemma3: attention kernels [heads, D, head_dim], [heads, head_dim, D].
+    (
+        r"^decoder_block_\d+/attention/(query|key|value)/kernel",
+        ("model", "batch", None),
+    ),
+    (
+        r"^decoder_block_\d+/attention/attention_output/kernel",
+        ("model", None, "batch"),
+    ),
+    (r"^decoder_block_\d+/ffw_gating(_2)?/kernel", ("batch", "model")),
+    (r"^decoder_block_\d+/ffw_linear/kernel", ("model", "batch")),
+    # Llama family: the gate of the gated MLP [D, I].
+    (
+        r"^transformer_layer_\d+/feedforward_gate_dense/kernel",
+        ("batch", "model"),
+    ),
+    # VideoPrism: attention [D, heads, head_dim] and [heads, head_dim, D],
+    # the MLP [D, I] then [I, D], the patch embedding [p*p*3, D].
+    (
+        r"^(spatial|temporal)_encoder/transformer_block_\d+/mha/"
+        r"(query|key|value)/kernel",
+        ("batch", "model", None),
+    ),
+    (
+        r"^(spatial|temporal)_encoder/transformer_block_\d+/mha/"
+        r"(query|key|value)/bias",
+        ("model", None),
+    ),
+    (
+        r"^(spatial|temporal)_encoder/transformer_block_\d+/mha/output/kernel",
+        ("model", None, "batch"),
+    ),
+    (
+        r"^(spatial|temporal)_encoder/transformer_block_\d+/mlp/dense_1/kernel",
+        ("batch", "model"),
+    ),
+    (
+        r"^(spatial|temporal)_encoder/transformer_block_\d+/mlp/dense_1/bias",
+        ("model",),
+    ),
+    (
+        r"^(spatial|temporal)_encoder/transformer_block_\d+/mlp/dense_2/kernel",
+        ("model", "batch"),
+    ),
+    (
+        r"^spatial_patching_and_embedding/patch_embedding/kernel",
+        (None, "model"),
+    ),
+    # Whisper: its decoder's token embedding [51865, D] (Mirasol reads
+    # only the encoder; 51865 has no factor 2, so the width is sharded),
+    # and the convolutions of its front end [width, in, D].
+    (
+        r"^decoder_token_and_position_embedding/token_embedding/embeddings",
+        (None, "model"),
+    ),
+    (
+        r"^encoder_token_embedding_conv_layer_\d+/kernel",
+        (None, None, "model"),
+    ),
 )
 
 
@@ -67,8 +150,10 @@ def layout_map(
     """A `keras.distribution.LayoutMap` for `MirasolBackbone` weights.
 
     Every kernel and embedding of every component (video and audio
-    encoders, Combiner, time-aligned model, latent head, text decoder) is
-    sharded: attention heads, MLP widths and embedding widths over the
+    encoders, Combiner, time-aligned model, latent head, text decoder),
+    and of the keras-hub parts of `MirasolBackbone.from_components`
+    (VideoPrism, Whisper, Gemma3, the Llama family), is sharded:
+    attention heads, MLP widths and embedding widths over the
     model-parallel axis, the other matrix dimension over the
     data-parallel axis. Norms and the remaining biases stay replicated.
     The `model` axis size must divide every component's number of heads
@@ -113,7 +198,7 @@ def layout_map(
             )
     names = {"model": model_parallel_dim_name, "batch": data_parallel_dim_name}
     layouts = keras.distribution.LayoutMap(device_mesh)
-    for key, axes in LAYOUT_RULES:
+    for key, axes in LAYOUT_RULES + HUB_LAYOUT_RULES:
         layouts[key] = tuple(names.get(axis) for axis in axes)
     return layouts
 
@@ -151,7 +236,7 @@ def check_layouts(layouts, shapes):
     """
     # The built-in keys cover optional parts (audio, TTM, untied output
     # embedding) that a given config may not have.
-    builtin = {key for key, _ in LAYOUT_RULES}
+    builtin = {key for key, _ in LAYOUT_RULES + HUB_LAYOUT_RULES}
     unused = [
         key
         for key in layouts

@@ -4,6 +4,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from keras_mirasol.layers.transformer_stack import map_snippets
 from keras_mirasol.models.pretrained_text_decoder import deserialize_backbone
 
 WHISPER_SAMPLE_RATE = 16000
@@ -30,6 +31,11 @@ class PretrainedAudioEncoder(keras.layers.Layer):
         num_samples: int. Waveform samples per clip; `num_snippets`
             divides it.
         num_snippets: int. Snippets `T` per clip.
+        remat: bool. Run the Whisper encoder one snippet at a time in a loop
+            and recompute its activations in the backward pass
+            (`keras.remat`), so training memory holds one snippet's
+            activations. `MirasolBackbone(remat=...)` sets it. Defaults
+            to `False`.
 
     Call arguments:
         audio: float `[B, S]` mono at 16 kHz, `S` a multiple of
@@ -57,7 +63,9 @@ class PretrainedAudioEncoder(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, backbone, num_samples, num_snippets, **kwargs):
+    def __init__(
+        self, backbone, num_samples, num_snippets, remat=False, **kwargs
+    ):
         super().__init__(**kwargs)
         if isinstance(backbone, dict):
             backbone = deserialize_backbone(backbone)
@@ -96,6 +104,7 @@ class PretrainedAudioEncoder(keras.layers.Layer):
                 f"{max_tokens} positions (30 s). Use more snippets."
             )
         self.hidden_dim = backbone.hidden_dim
+        self.remat = remat
 
     def build(self, audio_shape):
         self.built = True
@@ -124,11 +133,18 @@ class PretrainedAudioEncoder(keras.layers.Layer):
         floor = ops.max(log_spec, axis=(1, 2), keepdims=True) - 8.0
         return (ops.maximum(log_spec, floor) + 4.0) / 4.0
 
-    def call(self, audio, training=None):
+    def encode(self, audio, training=None):
+        """Whisper's encoder on each row of `audio`.
+
+        Args:
+            audio: float `[B, s]`, one snippet's samples per row.
+            training: bool or None. Defaults to `None`.
+
+        Returns:
+            float `[B, tokens_per_snippet, D]`.
+        """
         whisper = self.backbone
-        num_snippets = audio.shape[1] // self.samples_per_snippet
-        x = ops.reshape(audio, (-1, self.samples_per_snippet))
-        x = ops.cast(self.log_mel(x), self.compute_dtype)
+        x = ops.cast(self.log_mel(audio), self.compute_dtype)
         x = keras.activations.gelu(
             whisper.encoder_conv_layer_1(x), approximate=False
         )
@@ -142,7 +158,20 @@ class PretrainedAudioEncoder(keras.layers.Layer):
         x = whisper.encoder_embeddings_dropout(x, training=training)
         for layer in whisper.encoder_transformer_layers:
             x = layer(x, training=training)
-        x = whisper.encoder_layer_norm(x)
+        return whisper.encoder_layer_norm(x)
+
+    def call(self, audio, training=None):
+        num_snippets = audio.shape[1] // self.samples_per_snippet
+        x = ops.reshape(audio, (-1, self.samples_per_snippet))
+        if self.remat and num_snippets > 1:
+            # One snippet at a time, recomputed in the backward pass.
+            x = map_snippets(
+                keras.remat(lambda s: self.encode(s, training=training)),
+                x,
+                num_snippets,
+            )
+        else:
+            x = self.encode(x, training=training)
         return ops.reshape(
             x, (-1, num_snippets, self.tokens_per_snippet, self.hidden_dim)
         )
@@ -162,6 +191,7 @@ class PretrainedAudioEncoder(keras.layers.Layer):
                 "backbone": keras.layers.serialize(self.backbone),
                 "num_samples": self.num_samples,
                 "num_snippets": self.num_snippets,
+                "remat": self.remat,
             }
         )
         return config

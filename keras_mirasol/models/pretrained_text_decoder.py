@@ -128,6 +128,10 @@ class PretrainedTextDecoder(keras.layers.Layer):
             Defaults to `None`: the language model's `hidden_dim * 4`.
         dropout: float. Dropout in the inserted blocks. Defaults to `0.0`.
         layer_norm_epsilon: float. Defaults to `1e-6`.
+        remat: bool. Recompute each block's activations (the language
+            model's and the inserted ones) in the backward pass
+            (`keras.remat`). `MirasolBackbone(remat=...)` sets it.
+            Defaults to `False`.
 
     Call arguments:
         token_ids: int `[B * k, L]`.
@@ -165,6 +169,7 @@ class PretrainedTextDecoder(keras.layers.Layer):
         intermediate_dim=None,
         dropout=0.0,
         layer_norm_epsilon=1e-6,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -189,6 +194,7 @@ class PretrainedTextDecoder(keras.layers.Layer):
         self.intermediate_dim = intermediate_dim or 4 * backbone.hidden_dim
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.remat = remat
         self.hidden_dim = backbone.hidden_dim
         self.vocabulary_size = backbone.vocabulary_size
         self.num_layers = backbone.num_layers
@@ -241,14 +247,20 @@ class PretrainedTextDecoder(keras.layers.Layer):
     def call(self, token_ids, av_latents, padding_mask=None, training=None):
         av_latents = share_latents(av_latents, token_ids)
         x = self._blocks.embed(self.backbone, token_ids)
-        return self._run(
-            x,
-            av_latents,
-            lambda i, block, x: self._blocks.block(
-                block, x, padding_mask, training
-            ),
-            lambda cross, x, j: cross(x, av_latents, training=training),
-        )
+
+        def run_block(i, block, x):
+            def run(x):
+                return self._blocks.block(block, x, padding_mask, training)
+
+            return keras.remat(run)(x) if self.remat else run(x)
+
+        def cross_attention(cross, x, j):
+            def run(x):
+                return cross(x, av_latents, training=training)
+
+            return keras.remat(run)(x) if self.remat else run(x)
+
+        return self._run(x, av_latents, run_block, cross_attention)
 
     def init_cache(self, batch_size, max_length, num_latents, dtype):
         """Empty key/value caches for `call_with_cache`.
@@ -348,6 +360,7 @@ class PretrainedTextDecoder(keras.layers.Layer):
                 "intermediate_dim": self.intermediate_dim,
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "remat": self.remat,
             }
         )
         return config

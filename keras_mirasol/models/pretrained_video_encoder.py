@@ -4,6 +4,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from keras_mirasol.layers.transformer_stack import map_snippets
 from keras_mirasol.models.pretrained_text_decoder import deserialize_backbone
 
 
@@ -33,6 +34,11 @@ class PretrainedVideoEncoder(keras.layers.Layer):
         spatial_pool: int. Average-pool the patch grid by this factor in
             each direction; divides the grid's side. Defaults to `1` (no
             pooling).
+        remat: bool. Run the video model one snippet at a time in a loop
+            and recompute its activations in the backward pass
+            (`keras.remat`), so training memory holds one snippet's
+            activations. `MirasolBackbone(remat=...)` sets it. Defaults
+            to `False`.
 
     Call arguments:
         video: float `[B, N, H, W, 3]` in `[0, 1]`, `N` a multiple of
@@ -62,7 +68,9 @@ class PretrainedVideoEncoder(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, backbone, num_snippets, spatial_pool=1, **kwargs):
+    def __init__(
+        self, backbone, num_snippets, spatial_pool=1, remat=False, **kwargs
+    ):
         super().__init__(**kwargs)
         if isinstance(backbone, dict):
             backbone = deserialize_backbone(backbone)
@@ -91,6 +99,7 @@ class PretrainedVideoEncoder(keras.layers.Layer):
         self.backbone = backbone
         self.num_snippets = num_snippets
         self.spatial_pool = spatial_pool
+        self.remat = remat
         self.frames_per_snippet = backbone.num_frames
         self.num_frames = num_snippets * backbone.num_frames
         self.image_size = (height, width)
@@ -130,8 +139,16 @@ class PretrainedVideoEncoder(keras.layers.Layer):
         frames = self.frames_per_snippet
         num_snippets = video.shape[1] // frames
         x = ops.reshape(video, (-1, frames, height, width, 3))
-        # [B * T, f, P, D] patch features of each snippet.
-        x = self.backbone(x, training=training)
+
+        def encode(snippets):
+            return self.backbone(snippets, training=training)
+
+        # [B * T, f * P, D] patch features of each snippet.
+        if self.remat and num_snippets > 1:
+            # One snippet at a time, recomputed in the backward pass.
+            x = map_snippets(keras.remat(encode), x, num_snippets)
+        else:
+            x = encode(x)
         if self.spatial_pool > 1:
             rows, cols = self.grid
             x = ops.reshape(x, (-1, rows, cols, self.hidden_dim))
@@ -157,6 +174,7 @@ class PretrainedVideoEncoder(keras.layers.Layer):
                 "backbone": keras.layers.serialize(self.backbone),
                 "num_snippets": self.num_snippets,
                 "spatial_pool": self.spatial_pool,
+                "remat": self.remat,
             }
         )
         return config

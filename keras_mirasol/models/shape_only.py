@@ -16,7 +16,7 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def _shape_only():
+def shape_only():
     """Create variables without values and without a distribution.
 
     Variables made in a `keras.StatelessScope` are registered for later
@@ -58,6 +58,6 @@ def shape_only_weights(build):
         build: function of no arguments that builds a layer or model,
             e.g. `lambda: MirasolBackbone(**config)`.
     """
-    with _shape_only():
+    with shape_only():
         model = build()
         return {v.path: tuple(v.shape) for v in model.weights}

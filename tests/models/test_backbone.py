@@ -9,6 +9,7 @@ from keras_mirasol.models import backbone
 from tests.conftest import CHANGED
 from tests.conftest import UNCHANGED
 from tests.conftest import assert_save_load
+from tests.conftest import gradient_temp_bytes
 from tests.conftest import random_inputs
 from tests.conftest import small_config
 from tests.hub_test_case import TestCase
@@ -477,9 +478,7 @@ def test_remat_bounds_the_backward_pass_memory():
     # XLA's own plan of the gradient's buffers: with remat the encoders
     # and the Combiner keep one snippet's activations at a time, so the
     # gradient of an 8-snippet clip needs a fraction of the memory.
-    import jax
-
-    def gradient_temp_bytes(remat):
+    def temp_bytes(remat):
         config = small_config(
             num_frames=16,
             num_snippets=8,
@@ -490,16 +489,7 @@ def test_remat_bounds_the_backward_pass_memory():
             remat=remat,
         )
         model = MirasolBackbone(**config)
-        inputs = random_inputs(config, batch_size=4)
-        values = [v.value for v in model.trainable_variables]
-        others = [v.value for v in model.non_trainable_variables]
+        return gradient_temp_bytes(model, random_inputs(config, batch_size=4))
 
-        def loss(values):
-            outputs, _ = model.stateless_call(values, others, inputs)
-            return sum(keras.ops.sum(v**2) for v in outputs.values())
-
-        compiled = jax.jit(jax.grad(loss)).lower(values).compile()
-        return compiled.memory_analysis().temp_size_in_bytes
-
-    plain, remat = gradient_temp_bytes(False), gradient_temp_bytes(True)
+    plain, remat = temp_bytes(False), temp_bytes(True)
     assert remat < 0.5 * plain, (remat, plain)

@@ -26,6 +26,7 @@ from keras_mirasol.models.attention_maps import cross_attention_layers
 from keras_mirasol.models.attention_maps import latent_attention
 from keras_mirasol.models.causal_lm import DEFAULT_VOCABULARY
 from tests.conftest import CHANGED
+from tests.conftest import gradient_temp_bytes
 from tests.conftest import random_inputs
 from tests.conftest import to_numpy
 
@@ -280,6 +281,87 @@ def test_all_three_parts_train_with_whisper_frozen():
         np.testing.assert_array_equal(to_numpy(w), value, w.path)
     with pytest.raises(ValueError, match="use_audio=False, but an audio"):
         from_components(audio_encoder=tiny_whisper(), use_audio=False)
+
+
+def test_remat_of_the_keras_hub_parts_trains_to_the_same_weights():
+    """`remat=True` runs VideoPrism and Whisper one snippet at a time,
+    recomputed, and recomputes Gemma3's blocks: one training step moves
+    every weight as without it."""
+    trained, initial = [], None
+    for remat in (False, True):
+        keras.utils.set_random_seed(0)
+        backbone = from_components(audio_encoder=tiny_whisper(), remat=remat)
+        if remat:
+            backbone.set_weights(initial)
+        else:
+            # Open gates: the text loss reaches the encoders too.
+            open_gates(backbone.text_decoder)
+            initial = backbone.get_weights()
+        parts = (
+            backbone.video_encoder,
+            backbone.audio_encoder,
+            backbone.text_decoder,
+        )
+        assert [part.remat for part in parts] == [remat] * 3
+        lm = MirasolCausalLM(backbone)
+        lm.compile(optimizer=keras.optimizers.SGD(0.5))
+        x = inputs_for(backbone)
+        lm.fit(x, np.roll(x["token_ids"], -1, axis=1), batch_size=2, verbose=0)
+        trained.append({w.path: to_numpy(w) for w in backbone.weights})
+    before = dict(zip((w.path for w in backbone.weights), initial))
+    moved = {p for p, w in trained[0].items() if np.abs(w - before[p]).max()}
+    # Each keras-hub part's weights moved, so equal weights are a check.
+    for prefix in (
+        "spatial_encoder/",
+        "transformer_encoder_layer_0/",
+        "decoder_block_0/",
+    ):
+        assert any(p.startswith(prefix) for p in moved), prefix
+    for path, plain in trained[0].items():
+        np.testing.assert_allclose(
+            trained[1][path], plain, atol=1e-5, err_msg=path
+        )
+    # The switch is the model's, kept by its config.
+    again = MirasolBackbone.from_config(backbone.get_config())
+    assert again.remat and again.video_encoder.remat
+    assert again.audio_encoder.remat and again.text_decoder.remat
+
+
+@pytest.mark.one_backend
+def test_remat_bounds_the_keras_hub_encoders_backward_memory():
+    """XLA's plan of the gradient's buffers: with the keras-hub encoders
+    under remat (one snippet at a time), an 8-snippet clip's gradient
+    needs a fraction of the memory it needs with only Mirasol's own
+    parts under remat."""
+
+    def temp_bytes(hub_remat):
+        keras.utils.set_random_seed(0)
+        prism = keras_hub.models.VideoPrismBackbone(
+            num_frames=2,
+            patch_size=8,
+            hidden_dim=32,
+            intermediate_dim=256,
+            num_heads=2,
+            num_spatial_layers=3,
+            num_temporal_layers=2,
+            num_auxiliary_layers=0,
+            image_shape=(32, 32, 3),
+        )
+        backbone = MirasolBackbone.from_components(
+            video_encoder=prism,
+            audio_encoder=tiny_whisper(),
+            text_decoder=tiny_gemma3(),
+            base="mirasol_tiny",
+            num_snippets=8,
+            max_sequence_length=16,
+            remat=True,
+        )
+        for part in (backbone.video_encoder, backbone.audio_encoder):
+            part.remat = hub_remat
+        return gradient_temp_bytes(backbone, inputs_for(backbone, batch_size=4))
+
+    plain, remat = temp_bytes(False), temp_bytes(True)
+    assert remat < 0.5 * plain, (remat, plain)
 
 
 def test_with_num_snippets_runs_each_pretrained_part_on_more_snippets():
