@@ -255,10 +255,15 @@ class PretrainedTextDecoder(keras.layers.Layer):
             return keras.remat(run)(x) if self.remat else run(x)
 
         def cross_attention(cross, x, j):
-            def run(x):
-                return cross(x, av_latents, training=training)
+            # The latents are an argument, not a closure: TensorFlow's
+            # remat (`tf.recompute_grad`) gives no gradient to a tensor
+            # it does not take as an input.
+            def run(x, latents):
+                return cross(x, latents, training=training)
 
-            return keras.remat(run)(x) if self.remat else run(x)
+            if self.remat:
+                return keras.remat(run)(x, av_latents)
+            return run(x, av_latents)
 
         return self._run(x, av_latents, run_block, cross_attention)
 
