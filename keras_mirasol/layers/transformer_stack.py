@@ -105,9 +105,47 @@ def call_block(block, x, remat=False, **kwargs):
     Returns:
         the block's output.
     """
-    if not remat:
-        return block(x, **kwargs)
-    return keras.remat(lambda inputs: block(inputs, **kwargs))(x)
+    return remat_call(lambda inputs: block(inputs, **kwargs), x, remat=remat)
+
+
+def remat_call(fn, *inputs, remat=False):
+    """`fn(*inputs)`, recomputed in the backward pass if `remat`.
+
+    Every tensor the gradient must reach has to be one of `inputs`:
+    TensorFlow's remat (`tf.recompute_grad`) gives no gradient to a
+    tensor that `fn` only closes over. Masks and flags may be closed over.
+
+    Args:
+        fn: function of the tensors `inputs`.
+        *inputs: tensors.
+        remat: bool. Defaults to `False`.
+
+    Returns:
+        `fn`'s output.
+    """
+    return keras.remat(fn)(*inputs) if remat else fn(*inputs)
+
+
+def encode_snippets(fn, x, num_snippets, remat=False):
+    """`fn(x)`; with `remat`, one snippet at a time and recomputed.
+
+    With `remat` (and more than one snippet), `fn` runs under
+    `keras.remat` in `map_snippets`' loop, so the backward pass holds one
+    snippet's activations of `fn` at a time.
+
+    Args:
+        fn: function of `[B * T, ...]` snippets, clip-major, returning
+            `[B * T, n, D]`.
+        x: `[B * T, ...]`.
+        num_snippets: int. `T`.
+        remat: bool. Defaults to `False`.
+
+    Returns:
+        float `[B * T, n, D]`.
+    """
+    if remat and num_snippets > 1:
+        return map_snippets(keras.remat(fn), x, num_snippets)
+    return fn(x)
 
 
 def map_snippets(fn, tokens, num_snippets):

@@ -4,7 +4,7 @@ import keras
 import keras_hub
 from keras import ops
 
-from keras_mirasol.layers.transformer_stack import map_snippets
+from keras_mirasol.layers.transformer_stack import encode_snippets
 from keras_mirasol.models.pretrained_text_decoder import deserialize_backbone
 
 WHISPER_SAMPLE_RATE = 16000
@@ -163,15 +163,12 @@ class PretrainedAudioEncoder(keras.layers.Layer):
     def call(self, audio, training=None):
         num_snippets = audio.shape[1] // self.samples_per_snippet
         x = ops.reshape(audio, (-1, self.samples_per_snippet))
-        if self.remat and num_snippets > 1:
-            # One snippet at a time, recomputed in the backward pass.
-            x = map_snippets(
-                keras.remat(lambda s: self.encode(s, training=training)),
-                x,
-                num_snippets,
-            )
-        else:
-            x = self.encode(x, training=training)
+        x = encode_snippets(
+            lambda s: self.encode(s, training=training),
+            x,
+            num_snippets,
+            remat=self.remat,
+        )
         return ops.reshape(
             x, (-1, num_snippets, self.tokens_per_snippet, self.hidden_dim)
         )

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_mirasol.layers.gated_cross_attention import GatedCrossAttention
+from keras_mirasol.layers.transformer_stack import remat_call
 from keras_mirasol.models.text_decoder import empty_caches
 from keras_mirasol.models.text_decoder import share_latents
 from keras_mirasol.models.text_decoder import updated_caches
@@ -249,21 +250,21 @@ class PretrainedTextDecoder(keras.layers.Layer):
         x = self._blocks.embed(self.backbone, token_ids)
 
         def run_block(i, block, x):
-            def run(x):
-                return self._blocks.block(block, x, padding_mask, training)
-
-            return keras.remat(run)(x) if self.remat else run(x)
+            return remat_call(
+                lambda x: self._blocks.block(block, x, padding_mask, training),
+                x,
+                remat=self.remat,
+            )
 
         def cross_attention(cross, x, j):
-            # The latents are an argument, not a closure: TensorFlow's
-            # remat (`tf.recompute_grad`) gives no gradient to a tensor
-            # it does not take as an input.
-            def run(x, latents):
-                return cross(x, latents, training=training)
-
-            if self.remat:
-                return keras.remat(run)(x, av_latents)
-            return run(x, av_latents)
+            # The latents are an input of the recomputed call, not a
+            # closure, so that the gradient reaches them (`remat_call`).
+            return remat_call(
+                lambda x, latents: cross(x, latents, training=training),
+                x,
+                av_latents,
+                remat=self.remat,
+            )
 
         return self._run(x, av_latents, run_block, cross_attention)
 

@@ -4,7 +4,7 @@ import keras
 import keras_hub
 from keras import ops
 
-from keras_mirasol.layers.transformer_stack import map_snippets
+from keras_mirasol.layers.transformer_stack import encode_snippets
 from keras_mirasol.models.pretrained_text_decoder import deserialize_backbone
 
 
@@ -144,11 +144,7 @@ class PretrainedVideoEncoder(keras.layers.Layer):
             return self.backbone(snippets, training=training)
 
         # [B * T, f * P, D] patch features of each snippet.
-        if self.remat and num_snippets > 1:
-            # One snippet at a time, recomputed in the backward pass.
-            x = map_snippets(keras.remat(encode), x, num_snippets)
-        else:
-            x = encode(x)
+        x = encode_snippets(encode, x, num_snippets, remat=self.remat)
         if self.spatial_pool > 1:
             rows, cols = self.grid
             x = ops.reshape(x, (-1, rows, cols, self.hidden_dim))

@@ -33,9 +33,10 @@ from tests.conftest import to_numpy
 VOCABULARY = 64
 
 
-def tiny_video_prism(num_frames=2):
-    """A video-only VideoPrism: 16x16 frames, 2x2 patches of 8x8."""
-    return keras_hub.models.VideoPrismBackbone(
+def tiny_video_prism(num_frames=2, **overrides):
+    """A video-only VideoPrism: 16x16 frames, 2x2 patches of 8x8, unless
+    `overrides` (constructor arguments) say otherwise."""
+    config = dict(
         num_frames=num_frames,
         patch_size=8,
         hidden_dim=16,
@@ -46,6 +47,7 @@ def tiny_video_prism(num_frames=2):
         num_auxiliary_layers=0,
         image_shape=(16, 16, 3),
     )
+    return keras_hub.models.VideoPrismBackbone(**{**config, **overrides})
 
 
 def tiny_whisper():
@@ -336,15 +338,11 @@ def test_remat_bounds_the_keras_hub_encoders_backward_memory():
 
     def temp_bytes(hub_remat):
         keras.utils.set_random_seed(0)
-        prism = keras_hub.models.VideoPrismBackbone(
-            num_frames=2,
-            patch_size=8,
+        prism = tiny_video_prism(
             hidden_dim=32,
             intermediate_dim=256,
-            num_heads=2,
             num_spatial_layers=3,
             num_temporal_layers=2,
-            num_auxiliary_layers=0,
             image_shape=(32, 32, 3),
         )
         backbone = MirasolBackbone.from_components(
