@@ -10,6 +10,23 @@ from keras_mirasol.models.pretrained_text_decoder import deserialize_backbone
 WHISPER_SAMPLE_RATE = 16000
 
 
+def unused_decoder_layers(backbone):
+    """The layers of Whisper's decoder, which Mirasol does not run.
+
+    Args:
+        backbone: `keras_hub.models.WhisperBackbone`.
+
+    Returns:
+        list of layers: the token and position embedding, the decoder
+        blocks and the decoder's final norm.
+    """
+    return [
+        backbone.decoder_embeddings,
+        *backbone.decoder_transformer_layers,
+        backbone.decoder_layer_norm,
+    ]
+
+
 @keras.saving.register_keras_serializable(package="keras_mirasol")
 class PretrainedAudioEncoder(keras.layers.Layer):
     """A keras-hub `WhisperBackbone`'s encoder run on each audio snippet.
@@ -23,7 +40,10 @@ class PretrainedAudioEncoder(keras.layers.Layer):
     positions, the transformer, the final norm): the features of a
     snippet are those keras-hub's `WhisperAudioConverter` and
     `WhisperBackbone` compute on that snippet alone. Whisper's decoder is
-    not used. Audio is at 16 kHz, Whisper's rate.
+    not used: its layers are frozen here, so training neither updates
+    them nor keeps optimizer state for them (setting
+    `backbone.trainable = True` afterwards unfreezes them with the rest).
+    Audio is at 16 kHz, Whisper's rate.
 
     Args:
         backbone: `keras_hub.models.WhisperBackbone`. Freeze its weights
@@ -83,6 +103,11 @@ class PretrainedAudioEncoder(keras.layers.Layer):
                 "`frame_rate` or `num_snippets`."
             )
         self.backbone = backbone
+        # Whisper's decoder is not used: frozen, the optimizer keeps no
+        # state for its weights and never changes them (AdamW's weight
+        # decay would, gradient or not).
+        for layer in unused_decoder_layers(backbone):
+            layer.trainable = False
         self.num_samples = num_samples
         self.num_snippets = num_snippets
         self.samples_per_snippet = num_samples // num_snippets

@@ -285,6 +285,40 @@ def test_all_three_parts_train_with_whisper_frozen():
         from_components(audio_encoder=tiny_whisper(), use_audio=False)
 
 
+def test_whisper_decoder_is_frozen_and_untouched_by_training():
+    # Mirasol runs Whisper's encoder only: the decoder's weights are not
+    # trainable, so AdamW keeps no state for them and its weight decay
+    # leaves them as they were, while the encoder trains.
+    keras.utils.set_random_seed(0)
+    backbone = from_components(audio_encoder=tiny_whisper())
+    whisper = backbone.audio_encoder.backbone
+    decoder = [
+        *whisper.decoder_embeddings.weights,
+        *whisper.decoder_layer_norm.weights,
+        *(w for b in whisper.decoder_transformer_layers for w in b.weights),
+    ]
+    encoder = whisper.encoder_transformer_layers[0].weights
+    assert decoder and encoder
+    trainable = {id(w) for w in backbone.trainable_weights}
+    assert not {id(w) for w in decoder} & trainable
+    assert {id(w) for w in encoder} <= trainable
+    before = {w.path: to_numpy(w) for w in decoder + encoder}
+    lm = MirasolCausalLM(backbone)
+    lm.compile(optimizer=keras.optimizers.AdamW(1e-2, weight_decay=0.5))
+    x = inputs_for(backbone)
+    lm.fit(x, np.roll(x["token_ids"], -1, axis=1), epochs=1, verbose=0)
+    state = " ".join(v.path for v in lm.optimizer.variables)
+
+    def has_state(w):
+        return w.path.replace("/", "_") in state
+
+    assert all(has_state(w) for w in encoder)
+    for w in decoder:
+        np.testing.assert_array_equal(to_numpy(w), before[w.path], w.path)
+        assert not has_state(w), w.path
+    assert any(np.abs(to_numpy(w) - before[w.path]).max() > 0 for w in encoder)
+
+
 def test_remat_of_the_keras_hub_parts_trains_to_the_same_weights():
     """`remat=True` runs VideoPrism and Whisper one snippet at a time,
     recomputed, and recomputes Gemma3's blocks: one training step moves
