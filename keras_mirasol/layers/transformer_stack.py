@@ -1,6 +1,7 @@
 """A stack of pre-norm transformer encoder blocks with a final norm."""
 
 import contextlib
+import functools
 
 import keras
 import keras_hub
@@ -184,36 +185,132 @@ def map_snippets(fn, tokens, num_snippets):
     return ops.reshape(y, (-1, *y.shape[2:]))
 
 
-def _block_for_last_queries(block, x, keep_last, attention_mask, training):
-    """A pre-norm `TransformerEncoder` block's output at the last positions.
+def _on_token_rows(block):
+    """Whether `pre_norm_block` can compute `block` on token rows.
 
-    Equal to `block(x)[:, -keep_last:]`: the same sublayers and weights,
-    with attention queries, residuals and MLP only at the kept positions.
+    A pre-norm block whose attention projections are plain (not quantized,
+    no gate): its kernels are read and multiplied as matrices.
+    """
+    attention = block._self_attention_layer
+    denses = (
+        attention._query_dense,
+        attention._key_dense,
+        attention._value_dense,
+        attention._output_dense,
+    )
+    return (
+        block.normalize_first
+        and not getattr(attention, "_use_gate", False)
+        and all(getattr(d, "quantization_mode", None) is None for d in denses)
+    )
+
+
+def _rows_matmul(dense, rows, out_dim):
+    """An `EinsumDense` projection of token rows as one 2-D product.
 
     Args:
-        block: a built pre-norm `keras_hub.layers.TransformerEncoder`.
-        x: float `[B, S, D]`.
-        keep_last: int.
-        attention_mask: optional bool `[B, keep_last, S]`.
-        training: bool or None.
+        dense: a built `keras.layers.EinsumDense` whose kernel's first
+            axes contract the input features (`[D, N, H]` or `[N, H, D]`).
+        rows: float `[R, K]`, where `K` is the product of those axes.
+        out_dim: int. Product of the kernel's other axes.
 
     Returns:
-        float `[B, keep_last, D]`.
+        float `[R, out_dim]`.
+    """
+    kernel = ops.cast(dense.kernel, rows.dtype)
+    y = ops.matmul(rows, ops.reshape(kernel, (-1, out_dim)))
+    if dense.bias is not None:
+        y = y + ops.reshape(ops.cast(dense.bias, rows.dtype), (out_dim,))
+    return y
+
+
+def _through_sublayers(block, x, attention_mask, training, keep_last):
+    """`pre_norm_block` through the block's sublayers, on `[B, S, D]`.
+
+    For blocks `_on_token_rows` excludes (a quantized or gated
+    attention): their layers apply their own kernels.
     """
     normed = block._self_attention_layer_norm(x)
+    query, residual = normed, x
+    if keep_last is not None:
+        query, residual = normed[:, -keep_last:, :], x[:, -keep_last:, :]
     h = block._self_attention_layer(
-        query=normed[:, -keep_last:, :],
+        query=query,
         value=normed,
         attention_mask=attention_mask,
         training=training,
     )
+    h = block._self_attention_dropout(h, training=training) + residual
+    y = block._feedforward_layer_norm(h)
+    y = block._feedforward_intermediate_dense(y)
+    y = block._feedforward_output_dense(y)
+    return block._feedforward_dropout(y, training=training) + h
+
+
+def pre_norm_block(
+    block, x, attention_mask=None, training=None, keep_last=None
+):
+    """A pre-norm `TransformerEncoder` block, computed on token rows.
+
+    Equal to `block(x, attention_mask=..., training=...)` (and, with
+    `keep_last`, to its `[:, -keep_last:]` slice): the same sublayers and
+    weights. Every projection (query, key, value, attention output, MLP)
+    is one 2-D matrix product of the `[B * S, D]` token rows with the
+    kernel reshaped to a matrix; only the attention itself sees
+    `[B, S, heads, head_dim]`. XLA then needs no transposed copy of the
+    activation gradient before each weight gradient, which the einsums
+    of `keras.layers.MultiHeadAttention` on `[B, S, D]` cost on the CPU
+    (README, Performance). With `keep_last`, the attention queries,
+    residuals and MLP are computed at the kept positions alone (their keys
+    and values still come from every position).
+
+    Args:
+        block: a built pre-norm `keras_hub.layers.TransformerEncoder`.
+        x: float `[B, S, D]`.
+        attention_mask: optional bool `[B, S', S]` (`S' = keep_last` when
+            given, else `S`). Defaults to `None`.
+        training: bool or None. Defaults to `None`.
+        keep_last: int or None. Defaults to `None`.
+
+    Returns:
+        float `[B, S, D]`, or `[B, keep_last, D]`.
+    """
+    if not _on_token_rows(block):
+        return _through_sublayers(block, x, attention_mask, training, keep_last)
+    # As the block's own call casts its inputs.
+    x = ops.cast(x, block.compute_dtype)
+    seq_len, dim = x.shape[1], x.shape[2]
+    queries = seq_len if keep_last is None else keep_last
+    attention = block._self_attention_layer
+    num_heads, head_dim = attention._query_dense.kernel.shape[1:]
+    inner = num_heads * head_dim
+
+    def heads(y, length):
+        return ops.reshape(y, (-1, length, num_heads, head_dim))
+
+    normed = block._self_attention_layer_norm(x)
+    rows = ops.reshape(normed, (-1, dim))
+    query_rows = rows
+    residual = x
+    if keep_last is not None:
+        query_rows = ops.reshape(normed[:, -keep_last:, :], (-1, dim))
+        residual = x[:, -keep_last:, :]
+    q = heads(_rows_matmul(attention._query_dense, query_rows, inner), queries)
+    k = heads(_rows_matmul(attention._key_dense, rows, inner), seq_len)
+    v = heads(_rows_matmul(attention._value_dense, rows, inner), seq_len)
+    if attention_mask is not None:
+        attention_mask = ops.cast(attention_mask, "bool")
+    h, _ = attention._compute_attention(
+        q, k, v, attention_mask=attention_mask, training=training
+    )
+    h = _rows_matmul(attention._output_dense, ops.reshape(h, (-1, inner)), dim)
     h = block._self_attention_dropout(h, training=training)
-    x = h + x[:, -keep_last:, :]
-    h = block._feedforward_layer_norm(x)
-    h = block._feedforward_intermediate_dense(h)
-    h = block._feedforward_output_dense(h)
-    h = block._feedforward_dropout(h, training=training)
-    return h + x
+    h = h + ops.reshape(residual, (-1, dim))
+    y = block._feedforward_layer_norm(h)
+    y = block._feedforward_intermediate_dense(y)
+    y = block._feedforward_output_dense(y)
+    y = block._feedforward_dropout(y, training=training)
+    return ops.reshape(y + h, (-1, queries, dim))
 
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")
@@ -221,7 +318,9 @@ class TransformerStack(keras.layers.Layer):
     """`num_layers` pre-norm `keras_hub.layers.TransformerEncoder` blocks.
 
     The encoders of both modalities, the Combiners and the TTM's process
-    step all use this stack. Blocks are named `transformer_layer_{i}` and
+    step all use this stack. Each block runs as `pre_norm_block`: the
+    keras-hub block's own sublayers and weights, its projections computed
+    on token rows. Blocks are named `transformer_layer_{i}` and
     the final norm `final_norm`, so variable paths read as
     `video_encoder/transformer/transformer_layer_0/self_attention/...`.
 
@@ -234,7 +333,7 @@ class TransformerStack(keras.layers.Layer):
         layer_norm_epsilon: float. Defaults to `1e-6`.
         activation: str. MLP activation. Defaults to `"gelu"`.
         remat: bool. Recompute each block's activations in the backward
-            pass instead of keeping them (`call_block`). Defaults to
+            pass instead of keeping them (`remat_call`). Defaults to
             `False`.
 
     Call arguments:
@@ -303,20 +402,21 @@ class TransformerStack(keras.layers.Layer):
 
     def call(self, inputs, attention_mask=None, training=None, keep_last=None):
         x = inputs
-        blocks = self.blocks if keep_last is None else self.blocks[:-1]
-        for block in blocks:
-            x = call_block(
-                block,
+        for i, block in enumerate(self.blocks):
+            last = keep_last if i == len(self.blocks) - 1 else None
+            mask = attention_mask
+            if last is not None and mask is not None:
+                mask = mask[:, -last:, :]
+            x = remat_call(
+                functools.partial(
+                    pre_norm_block,
+                    block,
+                    attention_mask=mask,
+                    training=training,
+                    keep_last=last,
+                ),
                 x,
-                self.remat,
-                attention_mask=attention_mask,
-                training=training,
-            )
-        if keep_last is not None:
-            if attention_mask is not None:
-                attention_mask = attention_mask[:, -keep_last:, :]
-            x = _block_for_last_queries(
-                self.blocks[-1], x, keep_last, attention_mask, training
+                remat=self.remat,
             )
         return self.final_norm(x)
 

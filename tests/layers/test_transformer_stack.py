@@ -1,8 +1,11 @@
 import keras
 import numpy as np
+import pytest
+from keras import ops
 
 from keras_mirasol.layers import TransformerStack
 from tests.conftest import assert_config_round_trip
+from tests.conftest import gradient
 from tests.conftest import to_numpy
 from tests.hub_test_case import TestCase
 from tests.hub_test_case import random_tensor
@@ -83,4 +86,68 @@ def test_keep_last_equals_the_full_stack_sliced():
         to_numpy(one(x, keep_last=1, training=True)),
         to_numpy(one(x))[:, -1:],
         atol=1e-5,
+    )
+
+
+def _blocks_in_turn(layer, x, attention_mask=None):
+    """The stack as keras-hub's blocks called in turn, then the norm."""
+    for block in layer.blocks:
+        x = block(x, attention_mask=attention_mask)
+    return layer.final_norm(x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_token_rows_equal_the_keras_hub_blocks(dtype, masked):
+    # `pre_norm_block` multiplies the blocks' kernels as matrices on token
+    # rows: outputs and input gradients (through every weight, with a
+    # random readout) equal the keras-hub blocks' own calls.
+    keras.utils.set_random_seed(1)
+    layer = TransformerStack(2, num_heads=4, intermediate_dim=48, dtype=dtype)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 9, 32)).astype("float32")
+    mask = None
+    if masked:
+        mask = rng.uniform(size=(2, 9, 9)) < 0.6
+        mask[:, np.arange(9), np.arange(9)] = True
+    readout = rng.normal(size=(2, 9, 32)).astype("float32")
+    layer.build(x.shape)
+    for weight in layer.weights:  # biases and norms too, not their zeros
+        weight.assign(rng.normal(size=weight.shape, scale=0.3))
+    tol = 2e-5 if dtype == "float32" else 6e-2
+
+    def ours(v):
+        y = layer(v, attention_mask=mask)
+        return ops.multiply(ops.cast(y, "float32"), readout)
+
+    def reference(v):
+        y = _blocks_in_turn(layer, v, mask)
+        return ops.multiply(ops.cast(y, "float32"), readout)
+
+    dtype_out = keras.backend.standardize_dtype(layer(x).dtype)
+    assert dtype_out == layer.compute_dtype
+    np.testing.assert_allclose(
+        to_numpy(ours(x)), to_numpy(reference(x)), atol=tol
+    )
+    expected = gradient(reference, x)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(
+        gradient(ours, x) / scale, expected / scale, atol=tol
+    )
+
+
+def test_quantized_blocks_run_through_their_layers():
+    # An int8 kernel is not a float matrix: quantized blocks run through
+    # their own layers, and the stack stays close to its float outputs.
+    keras.utils.set_random_seed(2)
+    layer = TransformerStack(2, num_heads=2, intermediate_dim=32)
+    x = np.random.default_rng(2).normal(size=(2, 6, 16)).astype("float32")
+    model = keras.Sequential([keras.Input((6, 16)), layer])
+    before = to_numpy(model(x))
+    model.quantize("int8")
+    assert layer.blocks[0]._self_attention_layer._query_dense.quantization_mode
+    after = to_numpy(model(x))
+    np.testing.assert_allclose(after, before, atol=0.1)
+    np.testing.assert_allclose(
+        to_numpy(layer(x, keep_last=2)), after[:, -2:], atol=1e-5
     )
