@@ -188,8 +188,8 @@ def map_snippets(fn, tokens, num_snippets):
 def _on_token_rows(block):
     """Whether `pre_norm_block` can compute `block` on token rows.
 
-    A pre-norm block whose attention projections are plain (not quantized,
-    no gate): its kernels are read and multiplied as matrices.
+    A block whose attention projections are plain (not quantized, no
+    gate): their kernels are read and multiplied as matrices.
     """
     attention = block._self_attention_layer
     denses = (
@@ -198,11 +198,9 @@ def _on_token_rows(block):
         attention._value_dense,
         attention._output_dense,
     )
-    return (
-        block.normalize_first
-        and not getattr(attention, "_use_gate", False)
-        and all(getattr(d, "quantization_mode", None) is None for d in denses)
-    )
+    if getattr(attention, "_use_gate", False):
+        return False
+    return all(getattr(d, "quantization_mode", None) is None for d in denses)
 
 
 def _rows_matmul(dense, rows, out_dim):
@@ -275,6 +273,11 @@ def pre_norm_block(
     Returns:
         float `[B, S, D]`, or `[B, keep_last, D]`.
     """
+    # keras-hub's `TransformerEncoder` keeps its sublayers under private
+    # names (it has no public accessors); `MultiHeadAttention`'s
+    # `_compute_attention` is the attention between its projections.
+    # tests/layers/test_transformer_stack.py checks the result against the
+    # block's own call.
     if not _on_token_rows(block):
         return _through_sublayers(block, x, attention_mask, training, keep_last)
     # As the block's own call casts its inputs.
