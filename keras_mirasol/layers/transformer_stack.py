@@ -222,22 +222,47 @@ def _rows_matmul(dense, rows, out_dim):
     return y
 
 
-def _through_sublayers(block, x, attention_mask, training, keep_last):
-    """`pre_norm_block` through the block's sublayers, on `[B, S, D]`.
+def _attention_on_rows(attention, query, value, attention_mask, training):
+    """`attention(query=query, value=value)` with every projection on rows.
 
-    For blocks `_on_token_rows` excludes (a quantized or gated
-    attention): their layers apply their own kernels.
+    Args:
+        attention: a built `keras.layers.MultiHeadAttention` that
+            `_on_token_rows` accepts.
+        query: float `[B, Q, D]`.
+        value: float `[B, S, D]`, also the keys.
+        attention_mask: optional bool `[B, Q, S]`.
+        training: bool or None.
+
+    Returns:
+        float `[B * Q, D]`, the attention output as token rows.
     """
-    normed = block._self_attention_layer_norm(x)
-    query, residual = normed, x
-    if keep_last is not None:
-        query, residual = normed[:, -keep_last:, :], x[:, -keep_last:, :]
-    h = block._self_attention_layer(
-        query=query,
-        value=normed,
+    dim = query.shape[-1]
+    num_heads, head_dim = attention._query_dense.kernel.shape[1:]
+    inner = num_heads * head_dim
+
+    def heads(dense, x):
+        y = _rows_matmul(dense, ops.reshape(x, (-1, dim)), inner)
+        return ops.reshape(y, (-1, x.shape[1], num_heads, head_dim))
+
+    if attention_mask is not None:
+        attention_mask = ops.cast(attention_mask, "bool")
+    h, _ = attention._compute_attention(
+        heads(attention._query_dense, query),
+        heads(attention._key_dense, value),
+        heads(attention._value_dense, value),
         attention_mask=attention_mask,
         training=training,
     )
+    return _rows_matmul(
+        attention._output_dense, ops.reshape(h, (-1, inner)), dim
+    )
+
+
+def _residual_and_mlp(block, h, residual, training):
+    """The block after its attention: dropout, residual, the MLP half.
+
+    Any leading shape: `[B, Q, D]`, or token rows `[B * Q, D]`.
+    """
     h = block._self_attention_dropout(h, training=training) + residual
     y = block._feedforward_layer_norm(h)
     y = block._feedforward_intermediate_dense(y)
@@ -278,42 +303,25 @@ def pre_norm_block(
     # `_compute_attention` is the attention between its projections.
     # tests/layers/test_transformer_stack.py checks the result against the
     # block's own call.
-    if not _on_token_rows(block):
-        return _through_sublayers(block, x, attention_mask, training, keep_last)
-    # As the block's own call casts its inputs.
-    x = ops.cast(x, block.compute_dtype)
-    seq_len, dim = x.shape[1], x.shape[2]
-    queries = seq_len if keep_last is None else keep_last
-    attention = block._self_attention_layer
-    num_heads, head_dim = attention._query_dense.kernel.shape[1:]
-    inner = num_heads * head_dim
-
-    def heads(y, length):
-        return ops.reshape(y, (-1, length, num_heads, head_dim))
-
+    x = ops.cast(x, block.compute_dtype)  # as the block's own call does
     normed = block._self_attention_layer_norm(x)
-    rows = ops.reshape(normed, (-1, dim))
-    query_rows = rows
-    residual = x
+    query, residual = normed, x
     if keep_last is not None:
-        query_rows = ops.reshape(normed[:, -keep_last:, :], (-1, dim))
-        residual = x[:, -keep_last:, :]
-    q = heads(_rows_matmul(attention._query_dense, query_rows, inner), queries)
-    k = heads(_rows_matmul(attention._key_dense, rows, inner), seq_len)
-    v = heads(_rows_matmul(attention._value_dense, rows, inner), seq_len)
-    if attention_mask is not None:
-        attention_mask = ops.cast(attention_mask, "bool")
-    h, _ = attention._compute_attention(
-        q, k, v, attention_mask=attention_mask, training=training
-    )
-    h = _rows_matmul(attention._output_dense, ops.reshape(h, (-1, inner)), dim)
-    h = block._self_attention_dropout(h, training=training)
-    h = h + ops.reshape(residual, (-1, dim))
-    y = block._feedforward_layer_norm(h)
-    y = block._feedforward_intermediate_dense(y)
-    y = block._feedforward_output_dense(y)
-    y = block._feedforward_dropout(y, training=training)
-    return ops.reshape(y + h, (-1, queries, dim))
+        query, residual = normed[:, -keep_last:, :], x[:, -keep_last:, :]
+    attention = block._self_attention_layer
+    if not _on_token_rows(block):
+        # A quantized or gated attention applies its own kernels.
+        h = attention(
+            query=query,
+            value=normed,
+            attention_mask=attention_mask,
+            training=training,
+        )
+        return _residual_and_mlp(block, h, residual, training)
+    dim = x.shape[-1]
+    h = _attention_on_rows(attention, query, normed, attention_mask, training)
+    y = _residual_and_mlp(block, h, ops.reshape(residual, (-1, dim)), training)
+    return ops.reshape(y, (-1, query.shape[1], dim))
 
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")
