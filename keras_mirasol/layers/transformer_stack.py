@@ -87,28 +87,6 @@ def pre_norm_blocks(
     ]
 
 
-def call_block(block, x, remat=False, **kwargs):
-    """`block(x, **kwargs)`, recomputed in the backward pass if `remat`.
-
-    With `remat`, the block's activations are not kept for the backward
-    pass but computed again from `x` (`keras.remat`: `jax.checkpoint`,
-    `tf.recompute_grad`, torch's checkpoint): less memory, one more
-    forward pass of the block. The keyword arguments (masks, flags,
-    `training`) are bound in a closure, so Python values among them stay
-    Python values (`jax.checkpoint` would trace a `use_causal_mask=False`).
-
-    Args:
-        block: a keras-hub transformer block.
-        x: float `[B, S, D]`.
-        remat: bool. Defaults to `False`.
-        **kwargs: the block's call arguments.
-
-    Returns:
-        the block's output.
-    """
-    return remat_call(lambda inputs: block(inputs, **kwargs), x, remat=remat)
-
-
 def remat_call(fn, *inputs, remat=False):
     """`fn(*inputs)`, recomputed in the backward pass if `remat`.
 
@@ -185,24 +163,6 @@ def map_snippets(fn, tokens, num_snippets):
     return ops.reshape(y, (-1, *y.shape[2:]))
 
 
-def _on_token_rows(block):
-    """Whether `pre_norm_block` can compute `block` on token rows.
-
-    A block whose attention projections are plain (not quantized, no
-    gate): their kernels are read and multiplied as matrices.
-    """
-    attention = block._self_attention_layer
-    denses = (
-        attention._query_dense,
-        attention._key_dense,
-        attention._value_dense,
-        attention._output_dense,
-    )
-    if getattr(attention, "_use_gate", False):
-        return False
-    return all(getattr(d, "quantization_mode", None) is None for d in denses)
-
-
 def _rows_matmul(dense, rows, out_dim):
     """An `EinsumDense` projection of token rows as one 2-D product.
 
@@ -222,106 +182,228 @@ def _rows_matmul(dense, rows, out_dim):
     return y
 
 
-def _attention_on_rows(attention, query, value, attention_mask, training):
-    """`attention(query=query, value=value)` with every projection on rows.
+def _plain(dense):
+    """Whether `dense`'s kernel is a float matrix (not quantized)."""
+    return getattr(dense, "quantization_mode", None) is None
+
+
+def _to_heads(dense, x):
+    """A query, key or value projection: `[B, S, D]` to `[B, S, N, H]`.
+
+    On token rows (one 2-D product) unless the kernel is quantized, which
+    only the layer's own call applies.
+    """
+    if not _plain(dense):
+        return dense(x)
+    num_heads, head_dim = dense.kernel.shape[1:]
+    rows = ops.reshape(x, (-1, x.shape[-1]))
+    y = _rows_matmul(dense, rows, num_heads * head_dim)
+    return ops.reshape(y, (-1, x.shape[1], num_heads, head_dim))
+
+
+def project_keys_values(attention, x):
+    """The keys and values `attention` computes from `x`.
 
     Args:
-        attention: a built `keras.layers.MultiHeadAttention` that
-            `_on_token_rows` accepts.
+        attention: a built `keras.layers.MultiHeadAttention` (or keras-hub
+            `CachedMultiHeadAttention`).
+        x: float `[B, S, D]`.
+
+    Returns:
+        `(key, value)`, float `[B, S, heads, head_dim]` each.
+    """
+    return (
+        _to_heads(attention._key_dense, x),
+        _to_heads(attention._value_dense, x),
+    )
+
+
+def _attend(attention, query, keys_values, attention_mask, training):
+    """`attention`'s output for `query` over given keys and values.
+
+    What `attention(query=..., value=...)` computes after its key and
+    value projections: the query projection, Keras' own
+    `_compute_attention`, the gate if any, the output projection. The
+    projections of plain kernels are 2-D products of token rows; only
+    the attention itself sees `[B, Q, heads, head_dim]`.
+
+    Args:
+        attention: a built `keras.layers.MultiHeadAttention` (or keras-hub
+            `CachedMultiHeadAttention`).
         query: float `[B, Q, D]`.
-        value: float `[B, S, D]`, also the keys.
-        attention_mask: optional bool `[B, Q, S]`.
+        keys_values: `(key, value)`, float `[B, S, heads, head_dim]`.
+        attention_mask: optional bool `[B, Q, S]` (or `[B, 1, S]`).
         training: bool or None.
 
     Returns:
         float `[B * Q, D]`, the attention output as token rows.
     """
     dim = query.shape[-1]
-    num_heads, head_dim = attention._query_dense.kernel.shape[1:]
-    inner = num_heads * head_dim
-
-    def heads(dense, x):
-        y = _rows_matmul(dense, ops.reshape(x, (-1, dim)), inner)
-        return ops.reshape(y, (-1, x.shape[1], num_heads, head_dim))
-
     if attention_mask is not None:
         attention_mask = ops.cast(attention_mask, "bool")
     h, _ = attention._compute_attention(
-        heads(attention._query_dense, query),
-        heads(attention._key_dense, value),
-        heads(attention._value_dense, value),
+        _to_heads(attention._query_dense, query),
+        *keys_values,
         attention_mask=attention_mask,
         training=training,
     )
-    return _rows_matmul(
-        attention._output_dense, ops.reshape(h, (-1, inner)), dim
-    )
+    if getattr(attention, "_use_gate", False):
+        h = ops.multiply(h, attention._gate_dense(query))
+    output = attention._output_dense
+    if not _plain(output):
+        return ops.reshape(output(h), (-1, dim))
+    rows = ops.reshape(h, (-1, h.shape[-2] * h.shape[-1]))
+    return _rows_matmul(output, rows, dim)
 
 
-def _residual_and_mlp(block, h, residual, training):
-    """The block after its attention: dropout, residual, the MLP half.
+class StackedKeyValueCache:
+    """Key/value caches of a stack of blocks, updated in place.
 
-    Any leading shape: `[B, Q, D]`, or token rows `[B * Q, D]`.
+    Holds `[B, layers, 2, S, heads, head_dim]` (keras-hub's per-block
+    cache layout, stacked over blocks). `writer(layer, attention)` gives
+    `pre_norm_block` its `keys_values`: the new tokens' keys and values
+    are written into `cache` with one `ops.slice_update` of the whole
+    stack, and the block attends to its slice of it. Slicing each block's
+    cache out, updating it and stacking the blocks' caches again (as
+    calling keras-hub's blocks with their caches does) copies every cache
+    for every new token; a single update of the loop-carried stack is done
+    in place by XLA (README, Performance).
+
+    Args:
+        cache: float `[B, layers, 2, S, heads, head_dim]`.
+        index: int or int tensor. Slot of the first new token.
     """
-    h = block._self_attention_dropout(h, training=training) + residual
-    y = block._feedforward_layer_norm(h)
-    y = block._feedforward_intermediate_dense(y)
-    y = block._feedforward_output_dense(y)
-    return block._feedforward_dropout(y, training=training) + h
+
+    def __init__(self, cache, index):
+        self.cache = cache
+        self.index = index
+
+    def writer(self, layer, attention):
+        """`keys_values` for block `layer`, whose attention is `attention`.
+
+        Returns:
+            A function of the block's normed input `[B, l, D]` that writes
+            its keys and values at slots `[index, index + l)` of the
+            block's cache and returns the block's whole `(key, value)`
+            cache, `[B, S, heads, head_dim]` each.
+        """
+
+        def keys_values(normed):
+            key, value = project_keys_values(attention, normed)
+            update = ops.expand_dims(ops.stack([key, value], axis=1), 1)
+            self.cache = ops.slice_update(
+                self.cache,
+                [0, layer, 0, self.index, 0, 0],
+                ops.cast(update, self.cache.dtype),
+            )
+            return self.cache[:, layer, 0], self.cache[:, layer, 1]
+
+        return keys_values
 
 
 def pre_norm_block(
-    block, x, attention_mask=None, training=None, keep_last=None
+    block,
+    x,
+    attention_mask=None,
+    training=None,
+    keep_last=None,
+    encoder_sequence=None,
+    cross_attention_mask=None,
+    keys_values=None,
+    encoder_keys_values=None,
 ):
-    """A pre-norm `TransformerEncoder` block, computed on token rows.
+    """A pre-norm keras-hub transformer block, computed on token rows.
 
-    Equal to `block(x, attention_mask=..., training=...)` (and, with
-    `keep_last`, to its `[:, -keep_last:]` slice): the same sublayers and
-    weights. Every projection (query, key, value, attention output, MLP)
-    is one 2-D matrix product of the `[B * S, D]` token rows with the
-    kernel reshaped to a matrix; only the attention itself sees
+    For a `TransformerEncoder`, equal to `block(x, attention_mask=...,
+    training=...)` (and, with `keep_last`, to its `[:, -keep_last:]`
+    slice); for a `TransformerDecoder`, to `block(x, encoder_sequence,
+    decoder_attention_mask=attention_mask,
+    encoder_attention_mask=cross_attention_mask, use_causal_mask=False,
+    training=...)`, and with caches (`keys_values`, `encoder_keys_values`)
+    to the block's cached call: the same sublayers and weights. Every
+    projection (query, key, value, attention output, MLP) is one 2-D
+    matrix product of the `[B * S, D]` token rows with the kernel
+    reshaped to a matrix; only the attention itself sees
     `[B, S, heads, head_dim]`. XLA then needs no transposed copy of the
-    activation gradient before each weight gradient, which the einsums
-    of `keras.layers.MultiHeadAttention` on `[B, S, D]` cost on the CPU
+    activation gradient before each weight gradient, which the einsums of
+    `keras.layers.MultiHeadAttention` on `[B, S, D]` cost on the CPU
     (README, Performance). With `keep_last`, the attention queries,
     residuals and MLP are computed at the kept positions alone (their keys
     and values still come from every position).
 
     Args:
-        block: a built pre-norm `keras_hub.layers.TransformerEncoder`.
+        block: a built pre-norm `keras_hub.layers.TransformerEncoder` or
+            `keras_hub.layers.TransformerDecoder`.
         x: float `[B, S, D]`.
-        attention_mask: optional bool `[B, S', S]` (`S' = keep_last` when
-            given, else `S`). Defaults to `None`.
+        attention_mask: optional bool `[B, S', S_kv]` (`S' = keep_last`
+            when given, else `S`; `S_kv = S` without `keys_values`), the
+            whole self-attention mask (a decoder's causal mask included).
+            Defaults to `None`.
         training: bool or None. Defaults to `None`.
         keep_last: int or None. Defaults to `None`.
+        encoder_sequence: float `[B, S_e, D_e]`, what a decoder block
+            with cross-attention attends to; `None` for other blocks, or
+            with `encoder_keys_values`. Defaults to `None`.
+        cross_attention_mask: optional bool `[B, S', S_e]` or
+            `[B, 1, S_e]`. Defaults to `None`.
+        keys_values: optional function of the block's normed input
+            `[B, S, D]` returning the self-attention's `(key, value)`,
+            `[B, S_kv, heads, head_dim]` each: a cache holding this
+            call's keys and values (`StackedKeyValueCache.writer`).
+            Defaults to `None` (the keys and values of `x` alone).
+        encoder_keys_values: optional `(key, value)`, float
+            `[B, S_e, heads, head_dim]`: the cross-attention's keys and
+            values of the encoder sequence, computed once (a cache).
+            Defaults to `None`.
 
     Returns:
         float `[B, S, D]`, or `[B, keep_last, D]`.
     """
-    # keras-hub's `TransformerEncoder` keeps its sublayers under private
-    # names (it has no public accessors); `MultiHeadAttention`'s
+    # keras-hub's blocks keep their sublayers under private names (they
+    # have no public accessors); `MultiHeadAttention`'s
     # `_compute_attention` is the attention between its projections.
     # tests/layers/test_transformer_stack.py checks the result against the
-    # block's own call.
+    # blocks' own calls.
+    cross = getattr(block, "_cross_attention_layer", None)
+    has_encoder = not (encoder_sequence is None and encoder_keys_values is None)
+    if (cross is None) == has_encoder:
+        raise ValueError(
+            f"Block '{block.name}' was built "
+            f"{'without' if cross is None else 'with'} cross-attention; "
+            "pass `encoder_sequence` (or `encoder_keys_values`) exactly "
+            "when it has one."
+        )
     x = ops.cast(x, block.compute_dtype)  # as the block's own call does
+    dim = x.shape[-1]
     normed = block._self_attention_layer_norm(x)
     query, residual = normed, x
     if keep_last is not None:
         query, residual = normed[:, -keep_last:, :], x[:, -keep_last:, :]
+    num_queries = query.shape[1]
     attention = block._self_attention_layer
-    if not _on_token_rows(block):
-        # A quantized or gated attention applies its own kernels.
-        h = attention(
-            query=query,
-            value=normed,
-            attention_mask=attention_mask,
-            training=training,
+    if keys_values is None:
+        keys_values = functools.partial(project_keys_values, attention)
+    h = _attend(attention, query, keys_values(normed), attention_mask, training)
+    h = block._self_attention_dropout(h, training=training)
+    h = h + ops.reshape(residual, (-1, dim))
+    if cross is not None:
+        if encoder_keys_values is None:
+            encoder_sequence = ops.cast(encoder_sequence, block.compute_dtype)
+            encoder_keys_values = project_keys_values(cross, encoder_sequence)
+        y = block._cross_attention_layer_norm(h)
+        y = _attend(
+            cross,
+            ops.reshape(y, (-1, num_queries, dim)),
+            encoder_keys_values,
+            cross_attention_mask,
+            training,
         )
-        return _residual_and_mlp(block, h, residual, training)
-    dim = x.shape[-1]
-    h = _attention_on_rows(attention, query, normed, attention_mask, training)
-    y = _residual_and_mlp(block, h, ops.reshape(residual, (-1, dim)), training)
-    return ops.reshape(y, (-1, query.shape[1], dim))
+        h = block._cross_attention_dropout(y, training=training) + h
+    y = block._feedforward_layer_norm(h)
+    y = block._feedforward_intermediate_dense(y)
+    y = block._feedforward_output_dense(y)
+    y = block._feedforward_dropout(y, training=training) + h
+    return ops.reshape(y, (-1, num_queries, dim))
 
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")

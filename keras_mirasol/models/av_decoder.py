@@ -1,13 +1,17 @@
 """Time-aligned autoregressive model over the snippets' combined tokens."""
 
+import functools
+
 import keras
 import keras_hub
 from keras import ops
 
 from keras_mirasol.layers.block_causal_mask import block_causal_mask
 from keras_mirasol.layers.block_causal_mask import snippet_ids
-from keras_mirasol.layers.transformer_stack import call_block
+from keras_mirasol.layers.transformer_stack import StackedKeyValueCache
+from keras_mirasol.layers.transformer_stack import pre_norm_block
 from keras_mirasol.layers.transformer_stack import pre_norm_blocks
+from keras_mirasol.layers.transformer_stack import remat_call
 
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")
@@ -20,7 +24,8 @@ class TimeAlignedDecoder(keras.layers.Layer):
     signal of its snippet index (no parameters, so more snippets need no
     more weights) plus a learned embedding of its slot within the snippet.
     Blocks are `keras_hub.layers.TransformerDecoder` without
-    cross-attention, which also provides key/value caches.
+    cross-attention (keras-hub's key/value cache layout); both calls run
+    them on token rows (`pre_norm_block`).
 
     Args:
         hidden_dim: int. Token width `D`.
@@ -32,7 +37,7 @@ class TimeAlignedDecoder(keras.layers.Layer):
         max_wavelength: int. Of the snippet position signal.
             Defaults to `10000`.
         remat: bool. Recompute each block's activations in the backward
-            pass instead of keeping them (`call_block`). Defaults to
+            pass instead of keeping them (`remat_call`). Defaults to
             `False`.
 
     Call arguments:
@@ -142,13 +147,15 @@ class TimeAlignedDecoder(keras.layers.Layer):
             num_snippets, tokens_per_snippet, batch_size=ops.shape(x)[0]
         )
         for block in self.blocks:
-            x = call_block(
-                block,
+            x = remat_call(
+                functools.partial(
+                    pre_norm_block,
+                    block,
+                    attention_mask=mask,
+                    training=training,
+                ),
                 x,
-                self.remat,
-                decoder_attention_mask=mask,
-                use_causal_mask=False,
-                training=training,
+                remat=self.remat,
             )
         return self.final_norm(x)
 
@@ -178,17 +185,15 @@ class TimeAlignedDecoder(keras.layers.Layer):
             `(latents [B, k * m, D], cache)`.
         """
         x = self.embed(combined_tokens, first_snippet=first_snippet)
-        caches = []
+        cache = StackedKeyValueCache(cache, cache_update_index)
         for i, block in enumerate(self.blocks):
-            x, block_cache = block(
+            x = pre_norm_block(
+                block,
                 x,
-                decoder_attention_mask=mask,
-                self_attention_cache=cache[:, i, ...],
-                self_attention_cache_update_index=cache_update_index,
-                use_causal_mask=False,
+                attention_mask=mask,
+                keys_values=cache.writer(i, block._self_attention_layer),
             )
-            caches.append(block_cache)
-        return self.final_norm(x), ops.stack(caches, axis=1)
+        return self.final_norm(x), cache.cache
 
     def compute_output_shape(self, combined_tokens_shape):
         batch, num_snippets, tokens_per_snippet, hidden_dim = (

@@ -4,7 +4,10 @@ import keras
 import keras_hub
 from keras import ops
 
+from keras_mirasol.layers.transformer_stack import StackedKeyValueCache
+from keras_mirasol.layers.transformer_stack import pre_norm_block
 from keras_mirasol.layers.transformer_stack import pre_norm_blocks
+from keras_mirasol.layers.transformer_stack import project_keys_values
 
 
 def share_latents(av_latents, token_ids):
@@ -98,7 +101,10 @@ class TextDecoder(keras.layers.Layer):
     causal self-attention, cross-attention to the time-aligned latents
     (every `cross_attention_every`-th block, starting with the first),
     then an MLP. Those blocks accept self-attention and cross-attention
-    caches, which `generate()` uses. Logits come from
+    caches, which `generate()` uses. `call` and `call_with_cache` run
+    them on token rows (`pre_norm_block`), the latter writing each new
+    token's keys and values into the stacked caches in place
+    (`StackedKeyValueCache`). Logits come from
     `token_embedding(hidden, reverse=True)`, tied to the input embedding
     or separate (`tie_word_embeddings`).
 
@@ -243,14 +249,25 @@ class TextDecoder(keras.layers.Layer):
     def call(self, token_ids, av_latents, padding_mask=None, training=None):
         av_latents = share_latents(av_latents, token_ids)
         x = self.embed(token_ids)
+        # The mask keras-hub's blocks compute for themselves (causal, and
+        # padding), once for all of them.
+        mask = self.blocks[0]._compute_self_attention_mask(
+            decoder_sequence=x,
+            decoder_padding_mask=padding_mask,
+            decoder_attention_mask=None,
+            use_causal_mask=True,
+            self_attention_cache=None,
+            self_attention_cache_update_index=None,
+        )
         for i, block in enumerate(self.blocks):
-            x = block(
+            x = pre_norm_block(
+                block,
                 x,
+                attention_mask=mask,
+                training=training,
                 encoder_sequence=(
                     av_latents if self.has_cross_attention(i) else None
                 ),
-                decoder_padding_mask=padding_mask,
-                training=training,
             )
         return self.final_norm(x)
 
@@ -281,6 +298,26 @@ class TextDecoder(keras.layers.Layer):
             dtype,
         )
 
+    def cross_attention_keys_values(self, av_latents):
+        """The cross-attention keys and values of `av_latents`.
+
+        Args:
+            av_latents: float `[B, S, D_av]`.
+
+        Returns:
+            float `[B, L_x, 2, S, heads, head_dim]`, the
+            `cross_attention` cache of `init_cache()` filled.
+        """
+        per_block = []
+        for i, block in enumerate(self.blocks):
+            if self.has_cross_attention(i):
+                latents = ops.cast(av_latents, block.compute_dtype)
+                key, value = project_keys_values(
+                    block._cross_attention_layer, latents
+                )
+                per_block.append(ops.stack([key, value], axis=1))
+        return ops.stack(per_block, axis=1)
+
     def call_with_cache(
         self,
         token_ids,
@@ -306,35 +343,53 @@ class TextDecoder(keras.layers.Layer):
             `(hidden_states [B, l, D_t], cache)`.
         """
         x = self.embed(token_ids, start_index=cache_update_index)
-        self_caches = []
-        cross_caches = []
+        self_attention = StackedKeyValueCache(
+            cache["self_attention"], cache_update_index
+        )
+        # The causal mask keras-hub's blocks compute for a cached call:
+        # position `index + t` sees cache slots `<= index + t`.
+        mask = self.blocks[0]._compute_self_attention_mask(
+            decoder_sequence=x,
+            decoder_padding_mask=None,
+            decoder_attention_mask=None,
+            use_causal_mask=True,
+            self_attention_cache=cache["self_attention"][:, 0],
+            self_attention_cache_update_index=cache_update_index,
+        )
+        cross_mask = cache.get("av_padding_mask")
+        if cross_mask is not None:
+            cross_mask = ops.expand_dims(cross_mask, axis=1)
+        cross_attention = cache["cross_attention"]
+        if cross_attention_cache_update_index is not None:
+            # The clip's keys and values, once per clip (`build_cache`).
+            cross_attention = ops.cast(
+                self.cross_attention_keys_values(cache["av_latents"]),
+                cross_attention.dtype,
+            )
+        num_cross = 0
         for i, block in enumerate(self.blocks):
-            self_cache = cache["self_attention"][:, i, ...]
+            encoder_keys_values = None
             if self.has_cross_attention(i):
-                x, self_cache, cross_cache = block(
-                    x,
-                    encoder_sequence=cache["av_latents"],
-                    encoder_padding_mask=cache.get("av_padding_mask"),
-                    self_attention_cache=self_cache,
-                    self_attention_cache_update_index=cache_update_index,
-                    cross_attention_cache=cache["cross_attention"][
-                        :, len(cross_caches), ...
-                    ],
-                    cross_attention_cache_update_index=(
-                        cross_attention_cache_update_index
-                    ),
+                encoder_keys_values = (
+                    cross_attention[:, num_cross, 0],
+                    cross_attention[:, num_cross, 1],
                 )
-                cross_caches.append(cross_cache)
-            else:
-                x, self_cache = block(
-                    x,
-                    self_attention_cache=self_cache,
-                    self_attention_cache_update_index=cache_update_index,
-                )
-            self_caches.append(self_cache)
+                num_cross += 1
+            x = pre_norm_block(
+                block,
+                x,
+                attention_mask=mask,
+                cross_attention_mask=cross_mask,
+                keys_values=self_attention.writer(
+                    i, block._self_attention_layer
+                ),
+                encoder_keys_values=encoder_keys_values,
+            )
         hidden_states = self.final_norm(x)
-        cache = updated_caches(
-            cache, self_caches, cross_caches, cross_attention_cache_update_index
+        cache = dict(
+            cache,
+            self_attention=self_attention.cache,
+            cross_attention=cross_attention,
         )
         return hidden_states, cache
 

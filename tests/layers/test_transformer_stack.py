@@ -1,9 +1,11 @@
 import keras
+import keras_hub
 import numpy as np
 import pytest
 from keras import ops
 
 from keras_mirasol.layers import TransformerStack
+from keras_mirasol.layers.transformer_stack import pre_norm_block
 from tests.conftest import assert_config_round_trip
 from tests.conftest import gradient
 from tests.conftest import to_numpy
@@ -151,3 +153,79 @@ def test_quantized_blocks_run_through_their_layers():
     np.testing.assert_allclose(
         to_numpy(layer(x, keep_last=2)), after[:, -2:], atol=1e-5
     )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("cross", [False, True])
+def test_token_rows_equal_keras_hub_decoder_blocks(dtype, cross):
+    # A `TransformerDecoder` (the AV and text decoders' block) on token
+    # rows: its self-attention under a causal-and-padding mask, and its
+    # cross-attention to a sequence of another length and width, give the
+    # block's own outputs and gradients, for the decoder input and for the
+    # attended sequence.
+    keras.utils.set_random_seed(3)
+    block = keras_hub.layers.TransformerDecoder(
+        intermediate_dim=40,
+        num_heads=4,
+        normalize_first=True,
+        dtype=dtype,
+    )
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 7, 32)).astype("float32")
+    latents = rng.normal(size=(2, 5, 24)).astype("float32")
+    padding = np.ones((2, 7), "int32")
+    padding[1, 5:] = 0
+    causal = np.tril(np.ones((7, 7), bool))
+    mask = causal[None] & padding[:, None, :].astype(bool)
+    cross_mask = rng.uniform(size=(2, 7, 5)) < 0.7
+    cross_mask[..., 0] = True
+    block.build(x.shape, latents.shape if cross else None)
+    for weight in block.weights:
+        weight.assign(rng.normal(size=weight.shape, scale=0.3))
+    readout = rng.normal(size=(2, 7, 32)).astype("float32")
+    extra = {"cross_attention_mask": cross_mask} if cross else {}
+    own = {"encoder_attention_mask": cross_mask} if cross else {}
+
+    def ours(v, seq):
+        y = pre_norm_block(
+            block,
+            v,
+            attention_mask=mask,
+            encoder_sequence=seq if cross else None,
+            **extra,
+        )
+        return ops.multiply(ops.cast(y, "float32"), readout)
+
+    def reference(v, seq):
+        y = block(
+            v,
+            seq if cross else None,
+            decoder_padding_mask=padding,
+            **own,
+        )
+        return ops.multiply(ops.cast(y, "float32"), readout)
+
+    tol = 2e-5 if dtype == "float32" else 6e-2
+    np.testing.assert_allclose(
+        to_numpy(ours(x, latents)), to_numpy(reference(x, latents)), atol=tol
+    )
+    for wrt in [0, 1] if cross else [0]:
+        args = [x, latents]
+
+        def along(v, fn, wrt=wrt):
+            return fn(*[v if i == wrt else a for i, a in enumerate(args)])
+
+        expected = gradient(lambda v: along(v, reference), args[wrt])
+        scale = np.abs(expected).max()
+        assert scale > 0
+        got = gradient(lambda v: along(v, ours), args[wrt])
+        np.testing.assert_allclose(got / scale, expected / scale, atol=tol)
+
+
+def test_a_decoder_block_needs_its_encoder_sequence():
+    block = keras_hub.layers.TransformerDecoder(
+        intermediate_dim=8, num_heads=2, normalize_first=True
+    )
+    block.build((1, 3, 4), (1, 2, 4))
+    with pytest.raises(ValueError, match="built with cross-attention"):
+        pre_norm_block(block, np.ones((1, 3, 4), "float32"))

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from keras import ops
 
 from keras_mirasol.models import NextSnippetLatentLoss
 from keras_mirasol.models import TimeAlignedDecoder
@@ -91,3 +92,42 @@ def test_latent_loss_is_per_clip_and_zero_for_one_snippet():
 def test_unknown_loss_type():
     with pytest.raises(ValueError, match="latent_loss_type"):
         NextSnippetLatentLoss(8, loss_type="l1")
+
+
+def test_cached_snippets_equal_keras_hub_blocks_cached_calls():
+    # A stream's step writes the new snippets' keys and values into the
+    # stacked cache itself: the latents and the cache equal keras-hub's
+    # own cached block calls, chunk after chunk, under a mask that hides
+    # some cache slots.
+    decoder = make_decoder()
+    rng = np.random.default_rng(5)
+    tokens = rng.normal(size=(2, 4, 3, 16)).astype("float32")
+    decoder(tokens)
+    ours = reference = np.zeros((2, 2, 2, 12, 2, 8), "float32")
+    for start, count in ((0, 1), (1, 2), (3, 1)):
+        new = tokens[:, start : start + count]
+        rows = np.arange(start * 3, (start + count) * 3)
+        mask = np.arange(12)[None, :] <= (rows[:, None] // 3) * 3 + 2
+        mask = np.broadcast_to(mask, (2, count * 3, 12)).copy()
+        mask[0, :, 0] = False  # clip 0 no longer sees the first slot
+        latents, ours = decoder.call_with_cache(
+            new, ours, start * 3, start, mask
+        )
+        x = decoder.embed(new, first_snippet=start)
+        caches = []
+        for i, block in enumerate(decoder.blocks):
+            x, block_cache = block(
+                x,
+                decoder_attention_mask=mask,
+                self_attention_cache=reference[:, i],
+                self_attention_cache_update_index=start * 3,
+                use_causal_mask=False,
+            )
+            caches.append(block_cache)
+        reference = ops.stack(caches, axis=1)
+        np.testing.assert_allclose(
+            to_numpy(latents), to_numpy(decoder.final_norm(x)), atol=1e-5
+        )
+        np.testing.assert_allclose(
+            to_numpy(ours), to_numpy(reference), atol=1e-5
+        )

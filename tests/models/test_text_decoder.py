@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from keras import ops
 
 from keras_mirasol.models import TextDecoder
 from tests.conftest import CHANGED
@@ -88,3 +89,87 @@ def test_untied_embeddings_and_sparse_cross_attention():
     ]
     assert len(cross) == 2  # kernel and bias of block 0 only
     assert all("transformer_layer_0" in p for p in cross)
+
+
+def _keras_hub_cached_call(decoder, token_ids, cache, index, cross_index):
+    """`call_with_cache` as keras-hub's blocks compute it themselves."""
+    x = decoder.embed(token_ids, start_index=index)
+    self_caches, cross_caches = [], []
+    for i, block in enumerate(decoder.blocks):
+        self_cache = cache["self_attention"][:, i]
+        if decoder.has_cross_attention(i):
+            x, self_cache, cross_cache = block(
+                x,
+                encoder_sequence=cache["av_latents"],
+                encoder_padding_mask=cache["av_padding_mask"],
+                self_attention_cache=self_cache,
+                self_attention_cache_update_index=index,
+                cross_attention_cache=cache["cross_attention"][
+                    :, len(cross_caches)
+                ],
+                cross_attention_cache_update_index=cross_index,
+            )
+            cross_caches.append(cross_cache)
+        else:
+            x, self_cache = block(
+                x,
+                self_attention_cache=self_cache,
+                self_attention_cache_update_index=index,
+            )
+        self_caches.append(self_cache)
+    cache = dict(cache, self_attention=ops.stack(self_caches, axis=1))
+    if cross_index is not None:
+        cache["cross_attention"] = ops.stack(cross_caches, axis=1)
+    return decoder.final_norm(x), cache
+
+
+def test_cached_calls_equal_keras_hub_blocks_cached_calls():
+    # `call_with_cache` writes the new keys and values into the stacked
+    # caches itself and runs the blocks on token rows: its hidden states
+    # and both caches equal keras-hub's own cached block calls, for the
+    # prompt pass that fills the cross-attention cache and for each token
+    # after it, with latents masked out and a block without
+    # cross-attention.
+    decoder = make_decoder(cross_attention_every=2, num_layers=3)
+    ids, latents = inputs(seed=4)
+    decoder(ids, latents)
+    av_padding_mask = np.ones((2, 6), bool)
+    av_padding_mask[1, 4:] = False
+    caches = []
+    for _ in range(2):
+        cache = decoder.init_cache(2, 10, 6, "float32")
+        cache.update(av_latents=latents, av_padding_mask=av_padding_mask)
+        caches.append(cache)
+    ours, reference = caches
+    calls = [(ids[:, :4], 0, 0)] + [
+        (ids[:, j : j + 1], j, None) for j in (4, 5)
+    ]
+    for token_ids, index, cross_index in calls:
+        hidden, ours = decoder.call_with_cache(
+            token_ids, ours, index, cross_index
+        )
+        expected, reference = _keras_hub_cached_call(
+            decoder, token_ids, reference, index, cross_index
+        )
+        np.testing.assert_allclose(
+            to_numpy(hidden), to_numpy(expected), atol=1e-5
+        )
+        for name in ("self_attention", "cross_attention"):
+            np.testing.assert_allclose(
+                to_numpy(ours[name]), to_numpy(reference[name]), atol=1e-5
+            )
+
+    # Latents masked out are not read: changing them changes no hidden
+    # state, while changing a latent that is read does.
+    def prompt_pass(av_latents):
+        cache = decoder.init_cache(2, 10, 6, "float32")
+        cache.update(av_latents=av_latents, av_padding_mask=av_padding_mask)
+        return to_numpy(decoder.call_with_cache(ids[:, :4], cache, 0, 0)[0])
+
+    masked, read = latents.copy(), latents.copy()
+    masked[1, 4:] += 5.0
+    read[1, 3] += 5.0
+    np.testing.assert_allclose(
+        prompt_pass(masked), prompt_pass(latents), atol=1e-6
+    )
+    assert np.abs(prompt_pass(read) - prompt_pass(latents))[1].max() > 1e-3
