@@ -5,7 +5,9 @@ import pytest
 from keras import ops
 
 from keras_mirasol.layers import TransformerStack
+from keras_mirasol.layers.transformer_stack import _attend
 from keras_mirasol.layers.transformer_stack import pre_norm_block
+from keras_mirasol.layers.transformer_stack import project_keys_values
 from tests.conftest import assert_config_round_trip
 from tests.conftest import gradient
 from tests.conftest import to_numpy
@@ -229,3 +231,39 @@ def test_a_decoder_block_needs_its_encoder_sequence():
     block.build((1, 3, 4), (1, 2, 4))
     with pytest.raises(ValueError, match="built with cross-attention"):
         pre_norm_block(block, np.ones((1, 3, 4), "float32"))
+
+
+@pytest.mark.parametrize("kind", ["plain", "gated", "int8"])
+def test_attend_equals_the_attention_layers_call(kind):
+    # What the blocks' attentions compute on token rows, for a plain
+    # attention, one with a gate, and one with int8 kernels (applied by
+    # its own layers), equals `MultiHeadAttention`'s own call.
+    keras.utils.set_random_seed(6)
+    attention = keras.layers.MultiHeadAttention(
+        num_heads=2, key_dim=8, use_gate=kind == "gated"
+    )
+    rng = np.random.default_rng(6)
+    query = rng.normal(size=(2, 5, 16)).astype("float32")
+    value = rng.normal(size=(2, 7, 16)).astype("float32")
+    mask = rng.uniform(size=(2, 5, 7)) < 0.7
+    mask[..., 0] = True
+    attention(query, value)
+    if kind == "int8":  # as `Model.quantize` does, sublayer by sublayer
+        for dense in (
+            attention._query_dense,
+            attention._key_dense,
+            attention._value_dense,
+            attention._output_dense,
+        ):
+            dense.quantize("int8")
+    expected = to_numpy(attention(query, value, attention_mask=mask))
+    got = _attend(
+        attention,
+        query,
+        project_keys_values(attention, value),
+        mask,
+        training=None,
+    )
+    np.testing.assert_allclose(
+        to_numpy(got), expected.reshape(-1, 16), atol=1e-5
+    )
