@@ -279,7 +279,12 @@ class StackedKeyValueCache:
         self.index = index
 
     def writer(self, layer, attention):
-        """`keys_values` for block `layer`, whose attention is `attention`.
+        """`pre_norm_block`'s `keys_values` for one block.
+
+        Args:
+            layer: int. The block's index in the stack.
+            attention: the block's self-attention layer, whose key and
+                value projections give the new keys and values.
 
         Returns:
             A function of the block's normed input `[B, l, D]` that writes
