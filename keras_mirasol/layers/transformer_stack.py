@@ -198,7 +198,9 @@ def _to_heads(dense, x):
     num_heads, head_dim = dense.kernel.shape[1:]
     rows = ops.reshape(x, (-1, x.shape[-1]))
     y = _rows_matmul(dense, rows, num_heads * head_dim)
-    return ops.reshape(y, (-1, x.shape[1], num_heads, head_dim))
+    # `ops.shape`: the length may be known only at run time (a SavedModel
+    # scoring any text length).
+    return ops.reshape(y, (-1, ops.shape(x)[1], num_heads, head_dim))
 
 
 def project_keys_values(attention, x):
@@ -384,7 +386,7 @@ def pre_norm_block(
     query, residual = normed, x
     if keep_last is not None:
         query, residual = normed[:, -keep_last:, :], x[:, -keep_last:, :]
-    num_queries = query.shape[1]
+    num_queries = ops.shape(query)[1]  # maybe a tensor, as in `_to_heads`
     attention = block._self_attention_layer
     if keys_values is None:
         keys_values = functools.partial(project_keys_values, attention)
