@@ -413,6 +413,27 @@ def pre_norm_block(
     return ops.reshape(y, (-1, num_queries, dim))
 
 
+def remat_block(block, x, remat=False, **kwargs):
+    """`pre_norm_block(block, x, **kwargs)`, recomputed if `remat`.
+
+    The keyword arguments (masks, flags, `training`) are closed over, so
+    no gradient reaches a tensor among them on TensorFlow (`remat_call`):
+    for self-attention blocks, whose only differentiable input is `x`.
+
+    Args:
+        block: a built pre-norm keras-hub transformer block.
+        x: float `[B, S, D]`.
+        remat: bool. Defaults to `False`.
+        **kwargs: `pre_norm_block`'s other arguments.
+
+    Returns:
+        `pre_norm_block`'s output.
+    """
+    return remat_call(
+        functools.partial(pre_norm_block, block, **kwargs), x, remat=remat
+    )
+
+
 @keras.saving.register_keras_serializable(package="keras_mirasol")
 class TransformerStack(keras.layers.Layer):
     """`num_layers` pre-norm `keras_hub.layers.TransformerEncoder` blocks.
@@ -433,7 +454,7 @@ class TransformerStack(keras.layers.Layer):
         layer_norm_epsilon: float. Defaults to `1e-6`.
         activation: str. MLP activation. Defaults to `"gelu"`.
         remat: bool. Recompute each block's activations in the backward
-            pass instead of keeping them (`remat_call`). Defaults to
+            pass instead of keeping them (`remat_block`). Defaults to
             `False`.
 
     Call arguments:
@@ -507,16 +528,13 @@ class TransformerStack(keras.layers.Layer):
             mask = attention_mask
             if last is not None and mask is not None:
                 mask = mask[:, -last:, :]
-            x = remat_call(
-                functools.partial(
-                    pre_norm_block,
-                    block,
-                    attention_mask=mask,
-                    training=training,
-                    keep_last=last,
-                ),
+            x = remat_block(
+                block,
                 x,
                 remat=self.remat,
+                attention_mask=mask,
+                training=training,
+                keep_last=last,
             )
         return self.final_norm(x)
 

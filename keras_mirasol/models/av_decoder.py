@@ -1,7 +1,5 @@
 """Time-aligned autoregressive model over the snippets' combined tokens."""
 
-import functools
-
 import keras
 import keras_hub
 from keras import ops
@@ -11,7 +9,7 @@ from keras_mirasol.layers.block_causal_mask import snippet_ids
 from keras_mirasol.layers.transformer_stack import StackedKeyValueCache
 from keras_mirasol.layers.transformer_stack import pre_norm_block
 from keras_mirasol.layers.transformer_stack import pre_norm_blocks
-from keras_mirasol.layers.transformer_stack import remat_call
+from keras_mirasol.layers.transformer_stack import remat_block
 
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")
@@ -37,7 +35,7 @@ class TimeAlignedDecoder(keras.layers.Layer):
         max_wavelength: int. Of the snippet position signal.
             Defaults to `10000`.
         remat: bool. Recompute each block's activations in the backward
-            pass instead of keeping them (`remat_call`). Defaults to
+            pass instead of keeping them (`remat_block`). Defaults to
             `False`.
 
     Call arguments:
@@ -147,15 +145,12 @@ class TimeAlignedDecoder(keras.layers.Layer):
             num_snippets, tokens_per_snippet, batch_size=ops.shape(x)[0]
         )
         for block in self.blocks:
-            x = remat_call(
-                functools.partial(
-                    pre_norm_block,
-                    block,
-                    attention_mask=mask,
-                    training=training,
-                ),
+            x = remat_block(
+                block,
                 x,
                 remat=self.remat,
+                attention_mask=mask,
+                training=training,
             )
         return self.final_norm(x)
 
