@@ -13,7 +13,12 @@ class TubeletEmbedding(keras.layers.Layer):
     and initialisation, but computed as a reshape into tubelets and one
     `EinsumDense` contraction. A strided Conv3D's gradient is very slow on a
     CPU without XLA (TensorFlow's default there); a matmul is fast on every
-    backend and device.
+    backend and device. The contraction runs as one 2-D product of the
+    tubelets as rows, `[B * n, t * p * p * C]`, and the kernel reshaped to
+    `[t * p * p * C, D]` (the `EinsumDense`'s own call when its kernel is
+    quantized): with the 5-D einsum, XLA's CPU compiler transposed the
+    tokens' gradient before the kernel's and fused the layer norms'
+    backward of every block above into that copy.
 
     Args:
         hidden_dim: int. Width `D` of each token.
@@ -82,10 +87,20 @@ class TubeletEmbedding(keras.layers.Layer):
         )
         # [B, F/t, H/p, W/p, t, p, p, C]: one tubelet per token position.
         x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
-        x = ops.reshape(
-            x, (-1, self.num_tokens(inputs.shape), t, p_h, p_w, channels)
+        num_tokens = self.num_tokens(inputs.shape)
+        if getattr(self.projection, "quantization_mode", None) is not None:
+            x = ops.reshape(x, (-1, num_tokens, t, p_h, p_w, channels))
+            return self.projection(x)
+        tubelet = t * p_h * p_w * channels
+        rows = ops.reshape(x, (-1, tubelet))
+        kernel = ops.reshape(
+            ops.cast(self.projection.kernel, rows.dtype),
+            (tubelet, self.hidden_dim),
         )
-        return self.projection(x)
+        y = ops.matmul(rows, kernel) + ops.cast(
+            self.projection.bias, rows.dtype
+        )
+        return ops.reshape(y, (-1, num_tokens, self.hidden_dim))
 
     def compute_output_shape(self, inputs_shape):
         return (inputs_shape[0], self.num_tokens(inputs_shape), self.hidden_dim)
