@@ -11,8 +11,6 @@ from keras import ops
 # 1 (a loop) except inside `unrolled_snippet_loops()`.
 _SNIPPET_LOOP_UNROLL = [1]
 
-_SQRT_HALF = 0.7071067811865476
-
 
 @contextlib.contextmanager
 def unrolled_snippet_loops():
@@ -187,31 +185,6 @@ def _rows_matmul(dense, rows, out_dim):
 def _plain(dense):
     """Whether `dense`'s kernel is a float matrix (not quantized)."""
     return getattr(dense, "quantization_mode", None) is None
-
-
-def _mlp_intermediate(dense, rows):
-    """A block's first MLP projection and its activation, on token rows.
-
-    Keras' exact GELU (`"gelu"`, `approximate=False`) is computed as
-    `x * (1 + erf(x / sqrt(2))) / 2`, the same function: JAX's own `gelu`
-    goes through `erfc`, whose expansion XLA's CPU compiler evaluates
-    about 2.7x slower than `erf`'s (README, Performance). Other
-    activations, and quantized kernels, go through the layer's own call.
-
-    Args:
-        dense: the block's built `keras.layers.Dense`
-            (`_feedforward_intermediate_dense`).
-        rows: float `[R, D]`.
-
-    Returns:
-        float `[R, intermediate_dim]`.
-    """
-    if dense.activation is not keras.activations.gelu or not _plain(dense):
-        return dense(rows)
-    y = _rows_matmul(dense, ops.cast(rows, dense.compute_dtype), dense.units)
-    return ops.multiply(
-        ops.multiply(y, 0.5), ops.add(1.0, ops.erf(ops.multiply(y, _SQRT_HALF)))
-    )
 
 
 def _to_heads(dense, x):
@@ -434,7 +407,7 @@ def pre_norm_block(
         )
         h = block._cross_attention_dropout(y, training=training) + h
     y = block._feedforward_layer_norm(h)
-    y = _mlp_intermediate(block._feedforward_intermediate_dense, y)
+    y = block._feedforward_intermediate_dense(y)
     y = block._feedforward_output_dense(y)
     y = block._feedforward_dropout(y, training=training) + h
     return ops.reshape(y, (-1, num_queries, dim))
