@@ -163,12 +163,13 @@ def map_snippets(fn, tokens, num_snippets):
     return ops.reshape(y, (-1, *y.shape[2:]))
 
 
-def _rows_matmul(dense, rows, out_dim):
+def rows_matmul(dense, rows, out_dim):
     """An `EinsumDense` projection of token rows as one 2-D product.
 
     Args:
         dense: a built `keras.layers.EinsumDense` whose kernel's first
-            axes contract the input features (`[D, N, H]` or `[N, H, D]`).
+            axes contract the input features (`[D, N, H]`, `[N, H, D]`,
+            or a tubelet's `[t, p, p, C, D]`).
         rows: float `[R, K]`, where `K` is the product of those axes.
         out_dim: int. Product of the kernel's other axes.
 
@@ -182,7 +183,7 @@ def _rows_matmul(dense, rows, out_dim):
     return y
 
 
-def _plain(dense):
+def has_float_kernel(dense):
     """Whether `dense`'s kernel is a float matrix (not quantized)."""
     return getattr(dense, "quantization_mode", None) is None
 
@@ -193,11 +194,11 @@ def _to_heads(dense, x):
     On token rows (one 2-D product) unless the kernel is quantized, which
     only the layer's own call applies.
     """
-    if not _plain(dense):
+    if not has_float_kernel(dense):
         return dense(x)
     num_heads, head_dim = dense.kernel.shape[1:]
     rows = ops.reshape(x, (-1, x.shape[-1]))
-    y = _rows_matmul(dense, rows, num_heads * head_dim)
+    y = rows_matmul(dense, rows, num_heads * head_dim)
     # `ops.shape`: the length may be known only at run time (a SavedModel
     # scoring any text length).
     return ops.reshape(y, (-1, ops.shape(x)[1], num_heads, head_dim))
@@ -252,10 +253,10 @@ def _attend(attention, query, keys_values, attention_mask, training):
     if getattr(attention, "_use_gate", False):
         h = ops.multiply(h, attention._gate_dense(query))
     output = attention._output_dense
-    if not _plain(output):
+    if not has_float_kernel(output):
         return ops.reshape(output(h), (-1, dim))
     rows = ops.reshape(h, (-1, h.shape[-2] * h.shape[-1]))
-    return _rows_matmul(output, rows, dim)
+    return rows_matmul(output, rows, dim)
 
 
 class StackedKeyValueCache:

@@ -3,6 +3,9 @@
 import keras
 from keras import ops
 
+from keras_mirasol.layers.transformer_stack import has_float_kernel
+from keras_mirasol.layers.transformer_stack import rows_matmul
+
 
 @keras.saving.register_keras_serializable(package="keras_mirasol")
 class TubeletEmbedding(keras.layers.Layer):
@@ -88,18 +91,11 @@ class TubeletEmbedding(keras.layers.Layer):
         # [B, F/t, H/p, W/p, t, p, p, C]: one tubelet per token position.
         x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
         num_tokens = self.num_tokens(inputs.shape)
-        if getattr(self.projection, "quantization_mode", None) is not None:
+        if not has_float_kernel(self.projection):
             x = ops.reshape(x, (-1, num_tokens, t, p_h, p_w, channels))
             return self.projection(x)
-        tubelet = t * p_h * p_w * channels
-        rows = ops.reshape(x, (-1, tubelet))
-        kernel = ops.reshape(
-            ops.cast(self.projection.kernel, rows.dtype),
-            (tubelet, self.hidden_dim),
-        )
-        y = ops.matmul(rows, kernel) + ops.cast(
-            self.projection.bias, rows.dtype
-        )
+        rows = ops.reshape(x, (-1, t * p_h * p_w * channels))
+        y = rows_matmul(self.projection, rows, self.hidden_dim)
         return ops.reshape(y, (-1, num_tokens, self.hidden_dim))
 
     def compute_output_shape(self, inputs_shape):
