@@ -11,6 +11,28 @@ from keras import ops
 # 1 (a loop) except inside `unrolled_snippet_loops()`.
 _SNIPPET_LOOP_UNROLL = [1]
 
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+# erf(x) ~ x P(x^2) / Q(x^2) on [-4, 4]: the rational approximation of
+# float32 erf that Eigen and XLA use (within 1e-6 of erf; erf(4) is 1 in
+# float32). Highest power first.
+_ERF_P = (
+    -2.72614225801306e-10,
+    2.77068142495902e-08,
+    -2.10102402082508e-06,
+    -5.69250639462346e-05,
+    -7.34990630326855e-04,
+    -2.95459980854025e-03,
+    -1.60960333262415e-02,
+)
+_ERF_Q = (
+    -1.45660718464996e-05,
+    -2.13374055278905e-04,
+    -1.68282697438203e-03,
+    -7.37332916720468e-03,
+    -1.42647390514189e-02,
+)
+
 
 @contextlib.contextmanager
 def unrolled_snippet_loops():
@@ -186,6 +208,93 @@ def rows_matmul(dense, rows, out_dim):
 def has_float_kernel(dense):
     """Whether `dense`'s kernel is a float matrix (not quantized)."""
     return getattr(dense, "quantization_mode", None) is None
+
+
+def _polynomial(coefficients, x):
+    y = coefficients[0]
+    for c in coefficients[1:]:
+        y = ops.add(ops.multiply(y, x), c)
+    return y
+
+
+def _erf(x):
+    """float32 `erf(x)` from multiplications, additions and a division."""
+    x = ops.clip(x, -4.0, 4.0)
+    x2 = ops.square(x)
+    return ops.divide(
+        ops.multiply(x, _polynomial(_ERF_P, x2)), _polynomial(_ERF_Q, x2)
+    )
+
+
+def exact_gelu(x):
+    """Keras' exact GELU, `x (1 + erf(x / sqrt(2))) / 2`, export-safe.
+
+    The same function as `keras.activations.gelu(x)` (within 1e-6 in
+    float32), computed in float32 through `_erf`'s rational approximation,
+    with the exact gradient `Phi(x) + x phi(x)` (`phi` the standard normal
+    density). Why: JAX's `gelu` goes through `erfc`, whose expansion XLA's
+    CPU compiler runs 3-5x slower forward than this; `ops.erf` itself
+    becomes `chlo.erf`, which TensorFlow cannot read back from a
+    SavedModel exported from JAX. This uses only elementwise arithmetic
+    (and `exp` in the gradient).
+
+    Args:
+        x: float tensor.
+
+    Returns:
+        A tensor of `x`'s shape and dtype.
+    """
+
+    def cdf(x):
+        return ops.multiply(0.5, ops.add(1.0, _erf(x * _SQRT_HALF)))
+
+    @ops.custom_gradient
+    def gelu(x):
+        dtype = x.dtype
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            # From `x` alone: the backward pass keeps only the input.
+            x32 = ops.cast(x, "float32")
+            pdf = ops.multiply(
+                ops.exp(ops.multiply(-0.5, ops.square(x32))), _INV_SQRT_2PI
+            )
+            slope = ops.add(cdf(x32), ops.multiply(x32, pdf))
+            return ops.cast(
+                ops.multiply(ops.cast(upstream, "float32"), slope), dtype
+            )
+
+        x32 = ops.cast(x, "float32")
+        return ops.cast(ops.multiply(x32, cdf(x32)), dtype), grad
+
+    return gelu(x)
+
+
+def _mlp_intermediate(dense, rows):
+    """A block's first MLP projection and its activation, on token rows.
+
+    On JAX, Keras' exact GELU (`"gelu"`) is `exact_gelu`: the same
+    function, 3-5x faster forward than JAX's own on XLA's CPU compiler.
+    Other backends and activations, and quantized kernels, go through the
+    layer's own call.
+
+    Args:
+        dense: the block's built `keras.layers.Dense`
+            (`_feedforward_intermediate_dense`).
+        rows: float `[R, D]`.
+
+    Returns:
+        float `[R, intermediate_dim]`.
+    """
+    if (
+        keras.backend.backend() != "jax"
+        or dense.activation is not keras.activations.gelu
+        or not has_float_kernel(dense)
+    ):
+        return dense(rows)
+    rows = ops.cast(rows, dense.compute_dtype)
+    return exact_gelu(rows_matmul(dense, rows, dense.units))
 
 
 def _to_heads(dense, x):
@@ -408,7 +517,7 @@ def pre_norm_block(
         )
         h = block._cross_attention_dropout(y, training=training) + h
     y = block._feedforward_layer_norm(h)
-    y = block._feedforward_intermediate_dense(y)
+    y = _mlp_intermediate(block._feedforward_intermediate_dense, y)
     y = block._feedforward_output_dense(y)
     y = block._feedforward_dropout(y, training=training) + h
     return ops.reshape(y, (-1, num_queries, dim))

@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_mirasol.layers import TransformerStack
 from keras_mirasol.layers.transformer_stack import _attend
+from keras_mirasol.layers.transformer_stack import exact_gelu
 from keras_mirasol.layers.transformer_stack import pre_norm_block
 from keras_mirasol.layers.transformer_stack import project_keys_values
 from tests.conftest import assert_config_round_trip
@@ -138,6 +139,33 @@ def test_token_rows_equal_the_keras_hub_blocks(dtype, masked):
     np.testing.assert_allclose(
         gradient(ours, x) / scale, expected / scale, atol=tol
     )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_exact_gelu_equals_keras_gelu(dtype):
+    # Values and gradients equal Keras' exact GELU's, in the tails too
+    # (where the approximation of erf is clipped), and the dtype stays.
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [np.linspace(-12.0, 12.0, 4801), 3.0 * rng.normal(size=4000)]
+    ).astype("float32")
+    # Rounded to `dtype` first, so that both see the same inputs.
+    x = to_numpy(ops.cast(ops.cast(x, dtype), "float32"))
+    ours = exact_gelu(ops.cast(x, dtype))
+    assert keras.backend.standardize_dtype(ours.dtype) == dtype
+    expected = keras.activations.gelu(x)
+    tol = 2e-6 if dtype == "float32" else 1e-2
+    np.testing.assert_allclose(
+        to_numpy(ops.cast(ours, "float32")),
+        to_numpy(expected),
+        atol=tol,
+        rtol=tol,
+    )
+    slope = gradient(lambda v: exact_gelu(ops.cast(v, dtype)), x)
+    expected_slope = gradient(keras.activations.gelu, x)
+    np.testing.assert_allclose(slope, expected_slope, atol=tol, rtol=tol)
+    # A wrong slope would fail: it is neither flat nor the identity's.
+    assert np.ptp(expected_slope) > 1.0
 
 
 def test_quantized_blocks_run_through_their_layers():
