@@ -10,8 +10,9 @@ by kind (`ynn_fusion`: the matrix products and what XLA fused into them;
 `copy_bitcast_fusion`: layout copies with the elementwise work fused into
 them; ...), with their share, then the largest single kernels. The
 kernels run on XLA's threads, so their sum can exceed the step's wall
-time. `--by-layer` also prints the time by pass (forward, backward,
-optimizer) and part of the model (`video_encoder`, `combiner`, ...), and
+time. `--by-layer` also prints the time by pass (forward, backward, and
+`other`: the optimizer's update) and part of the model
+(`mirasol_backbone/video_encoder`, ...; `--depth` scopes), and
 the largest kernels with their shapes and the operations they come from:
 each kernel is named after an instruction of the compiled step, whose
 metadata names the Keras layer it was traced in. `--xla-flags` sets
