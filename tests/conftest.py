@@ -1,5 +1,6 @@
 """Shared test helpers: a test-sized config, random inputs, jitted calls."""
 
+import importlib.util
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -191,6 +192,15 @@ def gradient_temp_bytes(model, inputs):
 
     compiled = jax.jit(jax.grad(loss)).lower(values).compile()
     return compiled.memory_analysis().temp_size_in_bytes
+
+
+def load_tool(name):
+    """`tools/<name>.py` as a module (tools/ is not a package)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def to_numpy(x):

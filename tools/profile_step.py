@@ -184,16 +184,10 @@ def compiled_train_step_text(lm, batch):
     instruction names are those of the kernels `fit` runs.
     """
     import jax
-    import keras
 
-    state = lm._get_jax_state(
-        trainable_variables=True,
-        non_trainable_variables=True,
-        optimizer_variables=True,
-        metrics_variables=True,
-        purge_model_variables=False,
-    )
-    data = keras.tree.map_structure(jax.numpy.asarray, batch)
+    from keras_mirasol.benchmark import measure
+
+    state, data = measure.jax_train_step_arguments(lm, batch)
     step = jax.jit(lm.train_step, donate_argnums=0)
     return step.lower(state, data).compile().as_text()
 

@@ -135,6 +135,30 @@ def build_lm(config, dtype=None, learning_rate=1e-4):
     return lm
 
 
+def jax_train_step_arguments(lm, batch):
+    """The `(state, data)` a built model's JAX `train_step` takes.
+
+    Args:
+        lm: a compiled, built Keras model (JAX backend).
+        batch: `(x, y, sample_weight)`.
+
+    Returns:
+        `(state, data)`: every variable's value (trainable, non-trainable,
+        optimizer, metrics), and the batch as JAX arrays.
+    """
+    import jax
+
+    state = lm._get_jax_state(
+        trainable_variables=True,
+        non_trainable_variables=True,
+        optimizer_variables=True,
+        metrics_variables=True,
+        purge_model_variables=False,
+    )
+    data = keras.tree.map_structure(jax.numpy.asarray, batch)
+    return state, data
+
+
 def xla_train_step_flops(lm, batch):
     """XLA's FLOP count of one compiled JAX training step.
 
@@ -151,14 +175,7 @@ def xla_train_step_flops(lm, batch):
     import jax
 
     lm._symbolic_build(data_batch=batch)
-    state = lm._get_jax_state(
-        trainable_variables=True,
-        non_trainable_variables=True,
-        optimizer_variables=True,
-        metrics_variables=True,
-        purge_model_variables=False,
-    )
-    data = keras.tree.map_structure(jax.numpy.asarray, batch)
+    state, data = jax_train_step_arguments(lm, batch)
     # Loops over snippets unrolled: the cost analysis counts a loop's body
     # once, not once per snippet.
     with unrolled_snippet_loops():

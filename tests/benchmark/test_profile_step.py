@@ -1,31 +1,18 @@
 """`tools/profile_step.py`: XLA kernels attributed to passes and layers."""
 
-import importlib.util
-import os
-
 import keras
 import numpy as np
 import pytest
+
+from tests.conftest import load_tool
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="jax.profiler and XLA's kernels"
 )
 
-TOOL = os.path.join(
-    os.path.dirname(__file__), "..", "..", "tools", "profile_step.py"
-)
-
-
-def load_tool():
-    """`tools/profile_step.py` (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("profile_step", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_kernels_are_attributed_to_their_layer_and_pass():
-    tool = load_tool()
+    tool = load_tool("profile_step")
     keras.utils.set_random_seed(0)
     inputs = keras.Input((64,))
     hidden = keras.layers.Dense(256, activation="relu", name="first")(inputs)
@@ -68,7 +55,7 @@ def test_kernels_are_attributed_to_their_layer_and_pass():
 
 
 def test_pass_and_part_of_operation_names():
-    tool = load_tool()
+    tool = load_tool("profile_step")
     step = "jit(train_step)"
     cases = {
         f"{step}/jvp(first)/dot_general": ("forward", "first"),

@@ -1,30 +1,18 @@
 import copy
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 
+from tests.conftest import load_tool
 from tests.data.hostile_decoders import read_clip_or_misbehave
 
 # tf.data, media files and TFRecords: the Keras backend plays no part.
 pytestmark = pytest.mark.one_backend
 
-TOOL = os.path.join(
-    os.path.dirname(__file__), "..", "..", "tools", "fuzz_convert.py"
-)
 
-
-def load_tool():
-    """`tools/fuzz_convert.py` (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("fuzz_convert", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz = load_tool()
+fuzz = load_tool("fuzz_convert")
 
 
 @pytest.fixture(scope="module")
