@@ -19,6 +19,7 @@ from keras_mirasol.benchmark.configs import SCALING_FRAMES
 from keras_mirasol.benchmark.configs import SCALING_VARIANTS
 from keras_mirasol.benchmark.configs import benchmark_config
 from keras_mirasol.benchmark.configs import spectrogram_frames
+from keras_mirasol.benchmark.measure import compute_dtype
 from keras_mirasol.benchmark.scaling import format_scaling
 from keras_mirasol.benchmark.scaling import scaling_ratios
 from keras_mirasol.benchmark.scaling import scaling_rows
@@ -183,6 +184,8 @@ def plan_jobs(
         port's jobs.
     """
     threads = threads or os.cpu_count()
+    # Each step's MFU is over the matmul peak of the dtype it computes in.
+    peak_dtypes = sorted({"float32"} | {compute_dtype(d) for d in dtypes})
     jobs = []
     train_points = []
     for name in configs:
@@ -194,7 +197,7 @@ def plan_jobs(
         else:
             train_points.append(dict(config=name))
     for backend in backends:
-        jobs.append(("peak", backend, {"kind": "peak"}))
+        jobs.append(("peak", backend, {"kind": "peak", "dtypes": peak_dtypes}))
         if "train" in sections:
             for point in train_points:
                 for dtype in dtypes:
@@ -343,10 +346,20 @@ def summarize(records):
         dict with `peak`, `train`, `port`, `generate`, `stream`,
         `pipeline` rows.
     """
-    peaks = {
-        r["backend"]: r["result"]["gflops"]
+    peaks_by_dtype = {
+        r["backend"]: {
+            dtype: peak["gflops"]
+            for dtype, peak in r["result"]
+            .get("dtypes", {"float32": r["result"]})
+            .items()
+        }
         for r in records
         if r["section"] == "peak" and "result" in r
+    }
+    peaks = {
+        backend: by_dtype["float32"]
+        for backend, by_dtype in peaks_by_dtype.items()
+        if "float32" in by_dtype
     }
     flops = {}
     for r in records:
@@ -355,6 +368,7 @@ def summarize(records):
             flops[key] = r["result"]["xla_flops"]
     summary = {
         "peak_gflops": peaks,
+        "peak_gflops_by_dtype": peaks_by_dtype,
         "host_memory": sorted(
             {
                 r["result"]["host_memory"]
@@ -396,10 +410,12 @@ def summarize(records):
             if key in flops:
                 row["flops"] = flops[key]
                 row["flops_source"] = "XLA cost analysis of the JAX step"
-                if r["backend"] in peaks:
-                    row["mfu"] = (
-                        flops[key] / result["median_s"] / 1e9
-                    ) / peaks[r["backend"]]
+                peak = peaks_by_dtype.get(r["backend"], {}).get(
+                    compute_dtype(job["dtype"])
+                )
+                if peak:
+                    row["mfu"] = flops[key] / result["median_s"] / 1e9 / peak
+                    row["mfu_peak_dtype"] = compute_dtype(job["dtype"])
             if job["config"] != "peer-matched":
                 config = benchmark_config(job["config"])
             else:
@@ -567,10 +583,18 @@ def _port_table(summary, port_train):
 def format_summary(summary):
     """The summary as Markdown tables (what the README shows)."""
     parts = []
-    peaks = ", ".join(
-        f"{b} {g:.0f} GFLOP/s" for b, g in summary["peak_gflops"].items()
+    by_dtype = summary.get("peak_gflops_by_dtype") or {
+        b: {"float32": g} for b, g in summary["peak_gflops"].items()
+    }
+    peaks = "; ".join(
+        f"{b} "
+        + ", ".join(f"{g:.0f} GFLOP/s {d}" for d, g in sorted(rates.items()))
+        for b, rates in by_dtype.items()
     )
-    parts.append(f"Measured float32 matmul peak: {peaks or '-'}")
+    parts.append(
+        f"Measured matmul peak: {peaks or '-'} (each step's MFU is over "
+        "the peak of the dtype it computes in)"
+    )
     for line in summary.get("host_memory", []):
         parts.append(line[0].upper() + line[1:])
     if summary["train"]:

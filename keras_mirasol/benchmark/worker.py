@@ -43,7 +43,13 @@ def run_job(job):
 
     result = {"backend": keras.backend.backend()}
     if kind == "peak":
-        result.update(measure.matmul_peak())
+        # The float32 peak at the top level, every dtype's under `dtypes`.
+        peaks = {
+            dtype: measure.matmul_peak(dtype=dtype)
+            for dtype in job.get("dtypes", ["float32"])
+        }
+        result.update(peaks.get("float32", {}))
+        result["dtypes"] = peaks
         return result
     if kind == "pipeline":
         from keras_mirasol.benchmark.pipeline import pipeline_vs_model

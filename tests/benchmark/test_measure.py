@@ -134,10 +134,37 @@ def test_stream_section_times_early_and_late_snippets_of_one_stream():
     )
 
 
-def test_matmul_peak_reports_the_best_call():
-    peak = measure.matmul_peak(size=256, repeats=3)
-    assert peak["size"] == 256
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_matmul_peak_reports_the_best_call(dtype):
+    peak = measure.matmul_peak(size=256, repeats=3, dtype=dtype)
+    assert peak["size"] == 256 and peak["dtype"] == dtype
     assert peak["gflops"] >= peak["median_gflops"] > 0
+
+
+def test_the_timed_product_is_whole_and_waited_on_by_one_entry():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 64, 64)).astype("float32")
+    product, entry = measure.compiled(measure.product_and_one_entry)(a, b)
+    expected = a @ b
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(product), expected, rtol=1e-4, atol=1e-4
+    )
+    assert keras.ops.convert_to_numpy(entry) == pytest.approx(
+        expected[0, 0], rel=1e-4
+    )
+    if keras.backend.backend() == "jax":
+        import jax
+
+        # XLA computes the whole product, not only the entry read back.
+        compiled = jax.jit(measure.product_and_one_entry).lower(a, b).compile()
+        assert compiled.cost_analysis()["flops"] >= 2 * 64**3
+
+
+def test_compute_dtype_is_the_policy_s_compute_dtype():
+    for name in ("float32", "mixed_bfloat16", "bfloat16", "mixed_float16"):
+        policy = keras.DTypePolicy(name)
+        assert measure.compute_dtype(name) == policy.compute_dtype
+    assert measure.compute_dtype(None) == "float32"
 
 
 def test_parts_add_up_to_the_training_step():

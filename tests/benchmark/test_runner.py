@@ -23,8 +23,17 @@ def test_plan_runs_every_point_on_every_backend_and_the_port_once():
     assert {job["kind"] for _, job in port} == {"port_train", "port_generate"}
     assert all(backend is None for backend, _ in port)
     assert len([j for _, j in port if j["kind"] == "port_train"]) == 2
-    peaks = [b for section, b, _ in jobs if section == "peak"]
-    assert peaks == ["jax", "tensorflow"]
+    peaks = [(b, j) for section, b, j in jobs if section == "peak"]
+    assert [b for b, _ in peaks] == ["jax", "tensorflow"]
+    # mixed_bfloat16 computes in bfloat16: its peak is measured too.
+    assert all(j["dtypes"] == ["bfloat16", "float32"] for _, j in peaks)
+    float32_only = runner.plan_jobs(
+        configs=("mirasol_tiny",), dtypes=("float32",)
+    )
+    assert [j["dtypes"] for s, _, j in float32_only if s == "peak"] == [
+        ["float32"],
+        ["float32"],
+    ]
 
 
 def _record(section, backend, job, **result):
@@ -93,6 +102,52 @@ def test_summary_derives_mfu_and_port_ratio_from_the_same_run():
     table = runner.format_summary(summary)
     assert "3.00x" in table and "FAILED" in table
     assert "20 / 15" in table  # GFLOP per step, ours / the port's
+
+
+def test_each_dtype_s_mfu_is_over_the_peak_of_its_compute_dtype():
+    def peak(float32, bfloat16=None):
+        dtypes = {"float32": {"gflops": float32}}
+        if bfloat16:
+            dtypes["bfloat16"] = {"gflops": bfloat16}
+        return dict(gflops=float32, dtypes=dtypes)
+
+    def train(backend, dtype):
+        return _record(
+            "train",
+            backend,
+            dict(config="mirasol_tiny", kind="train", dtype=dtype),
+            median_s=0.1,
+            min_s=0.1,
+            max_s=0.1,
+            samples_per_s=20.0,
+            compile_s=1.0,
+            parameters=100,
+            retraces=0,
+            **({"xla_flops": 20e9} if backend == "jax" else {}),
+        )
+
+    records = [
+        _record("peak", "jax", {"kind": "peak"}, **peak(400.0, 800.0)),
+        # A peak job from before bfloat16 was measured: float32 only.
+        _record("peak", "tensorflow", {"kind": "peak"}, gflops=250.0),
+        train("jax", "float32"),
+        train("jax", "mixed_bfloat16"),
+        train("tensorflow", "float32"),
+        train("tensorflow", "mixed_bfloat16"),
+    ]
+    summary = runner.summarize(records)
+    rows = {(r["backend"], r["dtype"]): r for r in summary["train"]}
+    # 20 GFLOP in 0.1 s: 200 GFLOP/s.
+    assert rows["jax", "float32"]["mfu"] == pytest.approx(0.5)
+    assert rows["jax", "mixed_bfloat16"]["mfu"] == pytest.approx(0.25)
+    assert rows["jax", "mixed_bfloat16"]["mfu_peak_dtype"] == "bfloat16"
+    assert rows["tensorflow", "float32"]["mfu"] == pytest.approx(0.8)
+    # No bfloat16 peak: no MFU rather than one over the float32 peak.
+    assert "mfu" not in rows["tensorflow", "mixed_bfloat16"]
+    assert summary["peak_gflops"] == {"jax": 400.0, "tensorflow": 250.0}
+    table = runner.format_summary(summary)
+    assert "jax 800 GFLOP/s bfloat16, 400 GFLOP/s float32" in table
+    assert "tensorflow 250 GFLOP/s float32" in table
 
 
 def test_stream_rows_reach_the_table():
