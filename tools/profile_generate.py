@@ -6,12 +6,13 @@ Builds the peer-matched model of `keras-mirasol bench`, encodes one clip
 and compiles greedy decoding from its latents (`generate_from_latents`,
 batch 2, a 4-token prompt) twice: as the library runs it
 (`TextDecoder.call_with_cache`: blocks on token rows, new keys and values
-written into the stacked caches in place) and through keras-hub's own
-cached block calls (each block's cache sliced out, updated and the caches
-stacked again: `_keras_hub_cached_call` of
-tests/models/test_text_decoder.py, which checks that both compute the
-same). Both must decode the same tokens. The two are timed alternately in
-one process (`--rounds` calls each), so both see the same machine, and
+written in place into the stacked caches, heads first) and through
+keras-hub's own cached block calls (keras-hub's cache layout, each
+block's cache sliced out, updated and the caches stacked again:
+`_keras_hub_blocks_call` of tests/models/test_text_decoder.py, where a
+test checks that both compute the same). Both must decode the same
+tokens. The two are timed alternately in one process (`--rounds` calls
+each), so both see the same machine, and
 the script prints their medians and ratio. On JAX, `--profile` adds XLA's
 kernels per call by kind for the library's decoding (as
 tools/profile_step.py does for a training step). Start Python with
@@ -40,7 +41,8 @@ def main():
 
     from keras_mirasol.benchmark import configs
     from keras_mirasol.benchmark import measure
-    from tests.models.test_text_decoder import _keras_hub_cached_call
+    from keras_mirasol.layers.transformer_stack import swap_slots_and_heads
+    from tests.models.test_text_decoder import _keras_hub_blocks_call
 
     prompt = 4
     length = prompt + args.new_tokens
@@ -55,16 +57,24 @@ def main():
     decoder = lm.backbone.text_decoder
     ours = decoder.call_with_cache
 
+    ours_init = decoder.init_cache
+
+    def keras_hub_init(*args):
+        # keras-hub's layout, `[B, layers, 2, slots, heads, head_dim]`.
+        cache = ours_init(*args)
+        return {name: swap_slots_and_heads(c) for name, c in cache.items()}
+
     def keras_hub_blocks(token_ids, cache, index, cross_index=None):
         cache = dict(cache, av_padding_mask=cache.get("av_padding_mask"))
-        hidden, cache = _keras_hub_cached_call(
+        hidden, cache = _keras_hub_blocks_call(
             decoder, token_ids, cache, index, cross_index
         )
         cache.pop("av_padding_mask")
         return hidden, cache
 
-    def decoding(call_with_cache):
+    def decoding(call_with_cache, init_cache):
         decoder.call_with_cache = call_with_cache
+        decoder.init_cache = init_cache
         fn = measure.compiled(
             lambda av, ids, mask: lm.generate_from_latents(av, ids, mask)[
                 "token_ids"
@@ -74,9 +84,13 @@ def main():
             fn(av_latents, x["token_ids"], x["padding_mask"])
         )
         decoder.call_with_cache = ours
+        decoder.init_cache = ours_init
         return fn, tokens
 
-    variants = {"ours": decoding(ours), "keras-hub": decoding(keras_hub_blocks)}
+    variants = {
+        "ours": decoding(ours, ours_init),
+        "keras-hub": decoding(keras_hub_blocks, keras_hub_init),
+    }
     same = np.array_equal(variants["ours"][1], variants["keras-hub"][1])
     times = {name: [] for name in variants}
 

@@ -368,21 +368,42 @@ def _attend(attention, query, keys_values, attention_mask, training):
     return rows_matmul(output, rows, dim)
 
 
+def swap_slots_and_heads(cache):
+    """A key/value cache between keras-hub's layout and the heads-first one.
+
+    Swaps the slot and head axes: `[..., S, heads, head_dim]` (keras-hub's
+    caches) to `[..., heads, S, head_dim]` (`StackedKeyValueCache`'s), and
+    back again.
+
+    Args:
+        cache: float `[..., S, heads, head_dim]` or `[..., heads, S,
+            head_dim]`.
+
+    Returns:
+        The same values with the two axes swapped.
+    """
+    return ops.swapaxes(cache, -3, -2)
+
+
 class StackedKeyValueCache:
     """Key/value caches of a stack of blocks, updated in place.
 
-    Holds `[B, layers, 2, S, heads, head_dim]` (keras-hub's per-block
-    cache layout, stacked over blocks). `writer(layer, attention)` gives
-    `pre_norm_block` its `keys_values`: the new tokens' keys and values
-    are written into `cache` with one `ops.slice_update` of the whole
-    stack, and the block attends to its slice of it. Slicing each block's
-    cache out, updating it and stacking the blocks' caches again (as
-    calling keras-hub's blocks with their caches does) copies every cache
-    for every new token; a single update of the loop-carried stack is done
-    in place by XLA (README, Performance).
+    Holds `[B, layers, 2, heads, S, head_dim]`: each block's keys and
+    values, heads first, so that the attention's products over the cache
+    (batched over `B` and the heads) read it as it lies. In keras-hub's
+    layout, `[B, layers, 2, S, heads, head_dim]`, XLA transposes every
+    block's whole cache for every new token before those products, a copy
+    that grows with the cache (`swap_slots_and_heads` converts between the two).
+    `writer(layer, attention)` gives `pre_norm_block` its `keys_values`:
+    the new tokens' keys and values are written into `cache` with one
+    `ops.slice_update` of the whole stack, done in place by XLA on the
+    loop-carried buffer, and the block attends to its slice of it.
+    Slicing each block's cache out, updating it and stacking the blocks'
+    caches again (as calling keras-hub's blocks with their caches does)
+    copies every cache for every new token (README, Performance).
 
     Args:
-        cache: float `[B, layers, 2, S, heads, head_dim]`.
+        cache: float `[B, layers, 2, heads, S, head_dim]`.
         index: int or int tensor. Slot of the first new token.
     """
 
@@ -402,18 +423,22 @@ class StackedKeyValueCache:
             A function of the block's normed input `[B, l, D]` that writes
             its keys and values at slots `[index, index + l)` of the
             block's cache and returns the block's whole `(key, value)`
-            cache, `[B, S, heads, head_dim]` each.
+            cache, `[B, S, heads, head_dim]` each (a view that XLA folds
+            into the attention's products, not a copy).
         """
 
         def keys_values(normed):
             key, value = project_keys_values(attention, normed)
-            update = ops.expand_dims(ops.stack([key, value], axis=1), 1)
+            update = swap_slots_and_heads(ops.stack([key, value], axis=1))
             self.cache = ops.slice_update(
                 self.cache,
-                [0, layer, 0, self.index, 0, 0],
-                ops.cast(update, self.cache.dtype),
+                [0, layer, 0, 0, self.index, 0],
+                ops.cast(ops.expand_dims(update, 1), self.cache.dtype),
             )
-            return self.cache[:, layer, 0], self.cache[:, layer, 1]
+            return (
+                swap_slots_and_heads(self.cache[:, layer, 0]),
+                swap_slots_and_heads(self.cache[:, layer, 1]),
+            )
 
         return keys_values
 

@@ -154,6 +154,30 @@ class TimeAlignedDecoder(keras.layers.Layer):
             )
         return self.final_norm(x)
 
+    def init_cache(self, batch_size, slots, dtype):
+        """An empty key/value cache for `call_with_cache`.
+
+        Args:
+            batch_size: int.
+            slots: int. Token slots `S` per block.
+            dtype: str. The cache dtype (the model's compute dtype).
+
+        Returns:
+            float `[B, L_av, 2, heads, S, head_dim]` of zeros, heads first
+            (`StackedKeyValueCache`).
+        """
+        return ops.zeros(
+            (
+                batch_size,
+                self.num_layers,
+                2,
+                self.num_heads,
+                slots,
+                self.hidden_dim // self.num_heads,
+            ),
+            dtype=dtype,
+        )
+
     def call_with_cache(
         self, combined_tokens, cache, cache_update_index, first_snippet, mask
     ):
@@ -167,8 +191,8 @@ class TimeAlignedDecoder(keras.layers.Layer):
 
         Args:
             combined_tokens: float `[B, k, m, D]`, the new snippets.
-            cache: float `[B, L_av, 2, S, heads, head_dim]`, keys and values
-                of `S` token slots per block.
+            cache: float `[B, L_av, 2, heads, S, head_dim]`, keys and
+                values of `S` token slots per block (`init_cache()`).
             cache_update_index: int or int tensor. Slot of the first new
                 token; the new tokens fill `[index, index + k * m)`.
             first_snippet: int or int tensor. Snippet index of the first

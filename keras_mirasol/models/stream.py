@@ -141,17 +141,7 @@ class MirasolStream:
         dtype = backbone.compute_dtype
         slots = self.window * self.tokens_per_snippet
         self._state = {
-            "cache": ops.zeros(
-                (
-                    self.batch_size,
-                    decoder.num_layers,
-                    2,
-                    slots,
-                    decoder.num_heads,
-                    decoder.hidden_dim // decoder.num_heads,
-                ),
-                dtype=dtype,
-            ),
+            "cache": decoder.init_cache(self.batch_size, slots, dtype),
             "latents": ops.zeros(
                 (self.batch_size, slots, decoder.hidden_dim), dtype=dtype
             ),

@@ -8,6 +8,7 @@ from keras_mirasol.layers.transformer_stack import StackedKeyValueCache
 from keras_mirasol.layers.transformer_stack import pre_norm_block
 from keras_mirasol.layers.transformer_stack import pre_norm_blocks
 from keras_mirasol.layers.transformer_stack import project_keys_values
+from keras_mirasol.layers.transformer_stack import swap_slots_and_heads
 
 
 def share_latents(av_latents, token_ids):
@@ -37,7 +38,13 @@ def share_latents(av_latents, token_ids):
 
 
 def empty_caches(
-    batch_size, max_length, num_latents, self_attention, cross_attention, dtype
+    batch_size,
+    max_length,
+    num_latents,
+    self_attention,
+    cross_attention,
+    dtype,
+    heads_first=False,
 ):
     """Zero key/value caches of a text decoder, for `call_with_cache`.
 
@@ -49,28 +56,51 @@ def empty_caches(
         cross_attention: `(layers, heads, head_dim)` of the
             cross-attention.
         dtype: str. The cache dtype.
+        heads_first: bool. `[..., heads, slots, head_dim]` per block
+            (`StackedKeyValueCache`) rather than keras-hub's `[..., slots,
+            heads, head_dim]`. Defaults to `False`.
 
     Returns:
         dict: `self_attention` `[B, layers, 2, max_length, heads,
         head_dim]` and `cross_attention` `[B, layers, 2, S, heads,
-        head_dim]`.
+        head_dim]` (the slot and head axes swapped with `heads_first`).
     """
+
+    def zeros(layers, slots, heads, head_dim):
+        per_block = (heads, slots) if heads_first else (slots, heads)
+        return ops.zeros(
+            (batch_size, layers, 2, *per_block, head_dim), dtype=dtype
+        )
+
     return {
-        "self_attention": ops.zeros(
-            (batch_size, self_attention[0], 2, max_length, *self_attention[1:]),
-            dtype=dtype,
+        "self_attention": zeros(
+            self_attention[0], max_length, *self_attention[1:]
         ),
-        "cross_attention": ops.zeros(
-            (
-                batch_size,
-                cross_attention[0],
-                2,
-                num_latents,
-                *cross_attention[1:],
-            ),
-            dtype=dtype,
+        "cross_attention": zeros(
+            cross_attention[0], num_latents, *cross_attention[1:]
         ),
     }
+
+
+def cached_causal_mask(batch_size, length, cache_length, index):
+    """The causal mask of `length` new tokens over a cache's slots.
+
+    The mask keras-hub's decoder blocks compute for a cached call: the
+    token at position `index + t` sees cache slots `<= index + t`.
+
+    Args:
+        batch_size: int or int tensor.
+        length: int or int tensor. New tokens `l`.
+        cache_length: int or int tensor. Cache slots `S`.
+        index: int or int tensor. Position of the first new token.
+
+    Returns:
+        bool `[B, l, S]`.
+    """
+    positions = ops.arange(length, dtype="int32") + ops.cast(index, "int32")
+    slots = ops.arange(cache_length, dtype="int32")
+    mask = ops.expand_dims(positions, 1) >= ops.expand_dims(slots, 0)
+    return ops.broadcast_to(mask, (batch_size, length, cache_length))
 
 
 def updated_caches(cache, self_caches, cross_caches, cross_update_index):
@@ -281,9 +311,9 @@ class TextDecoder(keras.layers.Layer):
             dtype: str. The cache dtype (the model's compute dtype).
 
         Returns:
-            dict: `self_attention` `[B, L_t, 2, max_length, heads,
-            head_dim]` and `cross_attention` `[B, L_x, 2, S, heads,
-            head_dim]`.
+            dict: `self_attention` `[B, L_t, 2, heads, max_length,
+            head_dim]` and `cross_attention` `[B, L_x, 2, heads, S,
+            head_dim]`, heads first (`StackedKeyValueCache`).
         """
         head_dim = self.hidden_dim // self.num_heads
         num_cross = sum(
@@ -296,6 +326,7 @@ class TextDecoder(keras.layers.Layer):
             (self.num_layers, self.num_heads, head_dim),
             (num_cross, self.num_heads, head_dim),
             dtype,
+            heads_first=True,
         )
 
     def cross_attention_keys_values(self, av_latents):
@@ -305,7 +336,7 @@ class TextDecoder(keras.layers.Layer):
             av_latents: float `[B, S, D_av]`.
 
         Returns:
-            float `[B, L_x, 2, S, heads, head_dim]`, the
+            float `[B, L_x, 2, heads, S, head_dim]`, the
             `cross_attention` cache of `init_cache()` filled.
         """
         per_block = []
@@ -315,7 +346,9 @@ class TextDecoder(keras.layers.Layer):
                 key, value = project_keys_values(
                     block._cross_attention_layer, latents
                 )
-                per_block.append(ops.stack([key, value], axis=1))
+                per_block.append(
+                    swap_slots_and_heads(ops.stack([key, value], axis=1))
+                )
         return ops.stack(per_block, axis=1)
 
     def call_with_cache(
@@ -346,15 +379,11 @@ class TextDecoder(keras.layers.Layer):
         self_attention = StackedKeyValueCache(
             cache["self_attention"], cache_update_index
         )
-        # The causal mask keras-hub's blocks compute for a cached call:
-        # position `index + t` sees cache slots `<= index + t`.
-        mask = self.blocks[0]._compute_self_attention_mask(
-            decoder_sequence=x,
-            decoder_padding_mask=None,
-            decoder_attention_mask=None,
-            use_causal_mask=True,
-            self_attention_cache=cache["self_attention"][:, 0],
-            self_attention_cache_update_index=cache_update_index,
+        mask = cached_causal_mask(
+            ops.shape(x)[0],
+            ops.shape(x)[1],
+            ops.shape(cache["self_attention"])[4],
+            cache_update_index,
         )
         cross_mask = cache.get("av_padding_mask")
         if cross_mask is not None:
@@ -371,8 +400,8 @@ class TextDecoder(keras.layers.Layer):
             encoder_keys_values = None
             if self.has_cross_attention(i):
                 encoder_keys_values = (
-                    cross_attention[:, num_cross, 0],
-                    cross_attention[:, num_cross, 1],
+                    swap_slots_and_heads(cross_attention[:, num_cross, 0]),
+                    swap_slots_and_heads(cross_attention[:, num_cross, 1]),
                 )
                 num_cross += 1
             x = pre_norm_block(

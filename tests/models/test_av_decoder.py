@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from keras_mirasol.layers.transformer_stack import swap_slots_and_heads
 from keras_mirasol.models import NextSnippetLatentLoss
 from keras_mirasol.models import TimeAlignedDecoder
 from tests.conftest import CHANGED
@@ -103,7 +104,10 @@ def test_cached_snippets_equal_keras_hub_blocks_cached_calls():
     rng = np.random.default_rng(5)
     tokens = rng.normal(size=(2, 4, 3, 16)).astype("float32")
     decoder(tokens)
-    ours = reference = np.zeros((2, 2, 2, 12, 2, 8), "float32")
+    # Ours heads first, keras-hub's slots first (`swap_slots_and_heads`).
+    ours = decoder.init_cache(2, 12, "float32")
+    assert tuple(ours.shape) == (2, 2, 2, 2, 12, 8)
+    reference = np.zeros((2, 2, 2, 12, 2, 8), "float32")
     for start, count in ((0, 1), (1, 2), (3, 1)):
         new = tokens[:, start : start + count]
         rows = np.arange(start * 3, (start + count) * 3)
@@ -129,5 +133,7 @@ def test_cached_snippets_equal_keras_hub_blocks_cached_calls():
             to_numpy(latents), to_numpy(decoder.final_norm(x)), atol=1e-5
         )
         np.testing.assert_allclose(
-            to_numpy(ours), to_numpy(reference), atol=1e-5
+            to_numpy(swap_slots_and_heads(ours)),
+            to_numpy(reference),
+            atol=1e-5,
         )

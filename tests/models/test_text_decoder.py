@@ -1,7 +1,11 @@
+import re
+
+import keras
 import numpy as np
 import pytest
 from keras import ops
 
+from keras_mirasol.layers.transformer_stack import swap_slots_and_heads
 from keras_mirasol.models import TextDecoder
 from tests.conftest import CHANGED
 from tests.conftest import UNCHANGED
@@ -91,8 +95,13 @@ def test_untied_embeddings_and_sparse_cross_attention():
     assert all("transformer_layer_0" in p for p in cross)
 
 
-def _keras_hub_cached_call(decoder, token_ids, cache, index, cross_index):
-    """`call_with_cache` as keras-hub's blocks compute it themselves."""
+def _keras_hub_blocks_call(decoder, token_ids, cache, index, cross_index):
+    """`call_with_cache` as keras-hub's blocks compute it themselves.
+
+    The caches in keras-hub's layout, `[B, layers, 2, slots, heads,
+    head_dim]`, in and out; each block's cache is sliced out, updated by
+    the block and the caches stacked again.
+    """
     x = decoder.embed(token_ids, start_index=index)
     self_caches, cross_caches = [], []
     for i, block in enumerate(decoder.blocks):
@@ -123,6 +132,22 @@ def _keras_hub_cached_call(decoder, token_ids, cache, index, cross_index):
     return decoder.final_norm(x), cache
 
 
+def _keras_hub_cached_call(decoder, token_ids, cache, index, cross_index):
+    """`_keras_hub_blocks_call` on caches as `init_cache()` makes them.
+
+    Those are heads first (`StackedKeyValueCache`): the blocks get them in
+    keras-hub's layout, and they come back heads first.
+    """
+    names = ("self_attention", "cross_attention")
+    cache = dict(cache, **{n: swap_slots_and_heads(cache[n]) for n in names})
+    hidden, cache = _keras_hub_blocks_call(
+        decoder, token_ids, cache, index, cross_index
+    )
+    return hidden, dict(
+        cache, **{n: swap_slots_and_heads(cache[n]) for n in names}
+    )
+
+
 def test_cached_calls_equal_keras_hub_blocks_cached_calls():
     # `call_with_cache` writes the new keys and values into the stacked
     # caches itself and runs the blocks on token rows: its hidden states
@@ -141,6 +166,24 @@ def test_cached_calls_equal_keras_hub_blocks_cached_calls():
         cache.update(av_latents=latents, av_padding_mask=av_padding_mask)
         caches.append(cache)
     ours, reference = caches
+    # Heads first: `[B, layers, 2, heads, slots, head_dim]`.
+    head_dim = decoder.hidden_dim // decoder.num_heads
+    assert tuple(ours["self_attention"].shape) == (
+        2,
+        3,
+        2,
+        decoder.num_heads,
+        10,
+        head_dim,
+    )
+    assert tuple(ours["cross_attention"].shape) == (
+        2,
+        2,
+        2,
+        decoder.num_heads,
+        6,
+        head_dim,
+    )
     calls = [(ids[:, :4], 0, 0)] + [
         (ids[:, j : j + 1], j, None) for j in (4, 5)
     ]
@@ -173,3 +216,54 @@ def test_cached_calls_equal_keras_hub_blocks_cached_calls():
         prompt_pass(masked), prompt_pass(latents), atol=1e-6
     )
     assert np.abs(prompt_pass(read) - prompt_pass(latents))[1].max() > 1e-3
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="XLA's compiled program, via JAX"
+)
+def test_a_cached_step_copies_no_block_s_whole_cache():
+    # Heads first, the attention's products read each block's cache as it
+    # lies. In keras-hub's layout XLA transposes every block's whole key
+    # and value caches for each new token (the check finds those copies
+    # there, so it can find them in ours).
+    import jax
+
+    decoder = make_decoder(cross_attention_every=2, num_layers=3)
+    ids, latents = inputs(seed=4)
+    decoder(ids, latents)
+    cache = decoder.init_cache(2, 10, 6, "float32")
+    cache.update(av_latents=latents, av_padding_mask=None)
+    keras_hub_cache = dict(
+        cache,
+        **{
+            name: swap_slots_and_heads(cache[name])
+            for name in ("self_attention", "cross_attention")
+        },
+    )
+    head_dim = decoder.hidden_dim // decoder.num_heads
+    one_cache = (2, decoder.num_heads, 10, head_dim)
+
+    def whole_cache_copies(step, cache):
+        text = (
+            jax.jit(step)
+            .lower(cache, ids[:, 4:5], np.int32(4))
+            .compile()
+            .as_text()
+        )
+        copies = []
+        for line in text.splitlines():
+            match = re.match(r"\s+(?:ROOT )?%(\S+) = f32\[([\d,]*)\]", line)
+            if match and re.match(r"(transpose|copy)", match.group(1)):
+                dims = sorted(int(d) for d in match.group(2).split(","))
+                if dims == sorted(one_cache):
+                    copies.append(match.group(1))
+        return copies
+
+    def ours(cache, token_ids, index):
+        return decoder.call_with_cache(token_ids, cache, index)
+
+    def keras_hub_blocks(cache, token_ids, index):
+        return _keras_hub_blocks_call(decoder, token_ids, cache, index, None)
+
+    assert whole_cache_copies(ours, cache) == []
+    assert len(whole_cache_copies(keras_hub_blocks, keras_hub_cache)) >= 3
