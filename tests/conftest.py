@@ -203,6 +203,33 @@ def load_tool(name):
     return module
 
 
+def to_keras_hub_caches(caches):
+    """Per-block heads-first `(key, value)` caches (`KeyValueCaches`) as
+    keras-hub's stacked layout, `[B, layers, 2, S, heads, head_dim]`."""
+    from keras_mirasol.layers.transformer_stack import swap_slots_and_heads
+
+    return keras.ops.stack(
+        [
+            keras.ops.stack([swap_slots_and_heads(c) for c in pair], axis=1)
+            for pair in caches
+        ],
+        axis=1,
+    )
+
+
+def from_keras_hub_caches(stacked):
+    """`to_keras_hub_caches` undone."""
+    from keras_mirasol.layers.transformer_stack import swap_slots_and_heads
+
+    return tuple(
+        (
+            swap_slots_and_heads(stacked[:, i, 0]),
+            swap_slots_and_heads(stacked[:, i, 1]),
+        )
+        for i in range(stacked.shape[1])
+    )
+
+
 def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 

@@ -6,7 +6,7 @@ Builds the peer-matched model of `keras-mirasol bench`, encodes one clip
 and compiles greedy decoding from its latents (`generate_from_latents`,
 batch 2, a 4-token prompt) twice: as the library runs it
 (`TextDecoder.call_with_cache`: blocks on token rows, new keys and values
-written in place into the stacked caches, heads first) and through
+written in place into each block's heads-first caches) and through
 keras-hub's own cached block calls (keras-hub's cache layout, each
 block's cache sliced out, updated and the caches stacked again:
 `_keras_hub_blocks_call` of tests/models/test_text_decoder.py, where a
@@ -41,7 +41,7 @@ def main():
 
     from keras_mirasol.benchmark import configs
     from keras_mirasol.benchmark import measure
-    from keras_mirasol.layers.transformer_stack import swap_slots_and_heads
+    from tests.conftest import to_keras_hub_caches
     from tests.models.test_text_decoder import _keras_hub_blocks_call
 
     prompt = 4
@@ -62,7 +62,7 @@ def main():
     def keras_hub_init(*args):
         # keras-hub's layout, `[B, layers, 2, slots, heads, head_dim]`.
         cache = ours_init(*args)
-        return {name: swap_slots_and_heads(c) for name, c in cache.items()}
+        return {name: to_keras_hub_caches(c) for name, c in cache.items()}
 
     def keras_hub_blocks(token_ids, cache, index, cross_index=None):
         cache = dict(cache, av_padding_mask=cache.get("av_padding_mask"))

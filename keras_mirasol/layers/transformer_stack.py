@@ -369,11 +369,11 @@ def _attend(attention, query, keys_values, attention_mask, training):
 
 
 def swap_slots_and_heads(cache):
-    """A key/value cache between keras-hub's layout and the heads-first one.
+    """A key or value cache between keras-hub's layout and the heads-first one.
 
     Swaps the slot and head axes: `[..., S, heads, head_dim]` (keras-hub's
-    caches) to `[..., heads, S, head_dim]` (`StackedKeyValueCache`'s), and
-    back again.
+    caches) to `[..., heads, S, head_dim]` (`KeyValueCaches`'), and back
+    again.
 
     Args:
         cache: float `[..., S, heads, head_dim]` or `[..., heads, S,
@@ -385,30 +385,53 @@ def swap_slots_and_heads(cache):
     return ops.swapaxes(cache, -3, -2)
 
 
-class StackedKeyValueCache:
-    """Key/value caches of a stack of blocks, updated in place.
-
-    Holds `[B, layers, 2, heads, S, head_dim]`: each block's keys and
-    values, heads first, so that the attention's products over the cache
-    (batched over `B` and the heads) read it as it lies. In keras-hub's
-    layout, `[B, layers, 2, S, heads, head_dim]`, XLA transposes every
-    block's whole cache for every new token before those products, a copy
-    that grows with the cache (`swap_slots_and_heads` converts between the two).
-    `writer(layer, attention)` gives `pre_norm_block` its `keys_values`:
-    the new tokens' keys and values are written into `cache` with one
-    `ops.slice_update` of the whole stack, done in place by XLA on the
-    loop-carried buffer, and the block attends to its slice of it.
-    Slicing each block's cache out, updating it and stacking the blocks'
-    caches again (as calling keras-hub's blocks with their caches does)
-    copies every cache for every new token (README, Performance).
+def empty_key_value_caches(batch_size, layers, heads, slots, head_dim, dtype):
+    """Zero key/value caches of a stack of blocks, for `KeyValueCaches`.
 
     Args:
-        cache: float `[B, layers, 2, heads, S, head_dim]`.
+        batch_size: int or int tensor.
+        layers: int. Blocks.
+        heads: int. Attention heads.
+        slots: int or int tensor. Token slots `S` per block.
+        head_dim: int.
+        dtype: str. The cache dtype.
+
+    Returns:
+        tuple of `layers` pairs `(key, value)`, float `[B, heads, S,
+        head_dim]` each.
+    """
+    shape = (batch_size, heads, slots, head_dim)
+    return tuple(
+        (ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype))
+        for _ in range(layers)
+    )
+
+
+class KeyValueCaches:
+    """Key/value caches of a stack of blocks, updated in place.
+
+    Holds one key and one value cache per block, `[B, heads, S, head_dim]`
+    each (`empty_key_value_caches`): heads first, so that the attention's
+    products over a cache (batched over `B` and the heads) read it as it
+    lies, and one array each, so that a block reads its caches without
+    copying them out of a larger one. In keras-hub's layout, a block's
+    `[B, 2, S, heads, head_dim]` and stacked over the blocks, XLA copied
+    every block's whole caches for every new token before those products
+    (transposed, or sliced out of the stack), copies that grow with the
+    cache. `writer(layer, attention)` gives `pre_norm_block` its
+    `keys_values`: the new tokens' keys and values are written into the
+    block's caches with `ops.slice_update`, done in place by XLA on the
+    loop-carried buffers, and the block attends to them (README,
+    Performance).
+
+    Args:
+        caches: tuple of pairs `(key, value)`, float `[B, heads, S,
+            head_dim]` each, one pair per block.
         index: int or int tensor. Slot of the first new token.
     """
 
-    def __init__(self, cache, index):
-        self.cache = cache
+    def __init__(self, caches, index):
+        self.caches = tuple(tuple(pair) for pair in caches)
         self.index = index
 
     def writer(self, layer, attention):
@@ -422,23 +445,26 @@ class StackedKeyValueCache:
         Returns:
             A function of the block's normed input `[B, l, D]` that writes
             its keys and values at slots `[index, index + l)` of the
-            block's cache and returns the block's whole `(key, value)`
-            cache, `[B, S, heads, head_dim]` each (a view that XLA folds
-            into the attention's products, not a copy).
+            block's caches and returns the block's whole `(key, value)`
+            caches, `[B, S, heads, head_dim]` each (views that XLA folds
+            into the attention's products, not copies).
         """
 
         def keys_values(normed):
-            key, value = project_keys_values(attention, normed)
-            update = swap_slots_and_heads(ops.stack([key, value], axis=1))
-            self.cache = ops.slice_update(
-                self.cache,
-                [0, layer, 0, 0, self.index, 0],
-                ops.cast(ops.expand_dims(update, 1), self.cache.dtype),
+            written = tuple(
+                ops.slice_update(
+                    cache,
+                    [0, 0, self.index, 0],
+                    ops.cast(swap_slots_and_heads(new), cache.dtype),
+                )
+                for cache, new in zip(
+                    self.caches[layer], project_keys_values(attention, normed)
+                )
             )
-            return (
-                swap_slots_and_heads(self.cache[:, layer, 0]),
-                swap_slots_and_heads(self.cache[:, layer, 1]),
+            self.caches = (
+                self.caches[:layer] + (written,) + self.caches[layer + 1 :]
             )
+            return tuple(swap_slots_and_heads(cache) for cache in written)
 
         return keys_values
 
@@ -491,7 +517,7 @@ def pre_norm_block(
         keys_values: optional function of the block's normed input
             `[B, S, D]` returning the self-attention's `(key, value)`,
             `[B, S_kv, heads, head_dim]` each: a cache holding this
-            call's keys and values (`StackedKeyValueCache.writer`).
+            call's keys and values (`KeyValueCaches.writer`).
             Defaults to `None` (the keys and values of `x` alone).
         encoder_keys_values: optional `(key, value)`, float
             `[B, S_e, heads, head_dim]`: the cross-attention's keys and

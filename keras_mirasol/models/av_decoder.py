@@ -6,7 +6,8 @@ from keras import ops
 
 from keras_mirasol.layers.block_causal_mask import block_causal_mask
 from keras_mirasol.layers.block_causal_mask import snippet_ids
-from keras_mirasol.layers.transformer_stack import StackedKeyValueCache
+from keras_mirasol.layers.transformer_stack import KeyValueCaches
+from keras_mirasol.layers.transformer_stack import empty_key_value_caches
 from keras_mirasol.layers.transformer_stack import pre_norm_block
 from keras_mirasol.layers.transformer_stack import pre_norm_blocks
 from keras_mirasol.layers.transformer_stack import remat_block
@@ -155,7 +156,7 @@ class TimeAlignedDecoder(keras.layers.Layer):
         return self.final_norm(x)
 
     def init_cache(self, batch_size, slots, dtype):
-        """An empty key/value cache for `call_with_cache`.
+        """Empty key/value caches for `call_with_cache`.
 
         Args:
             batch_size: int.
@@ -163,19 +164,16 @@ class TimeAlignedDecoder(keras.layers.Layer):
             dtype: str. The cache dtype (the model's compute dtype).
 
         Returns:
-            float `[B, L_av, 2, heads, S, head_dim]` of zeros, heads first
-            (`StackedKeyValueCache`).
+            `L_av` pairs `(key, value)`, zeros `[B, heads, S, head_dim]`
+            each: one heads-first cache per block (`KeyValueCaches`).
         """
-        return ops.zeros(
-            (
-                batch_size,
-                self.num_layers,
-                2,
-                self.num_heads,
-                slots,
-                self.hidden_dim // self.num_heads,
-            ),
-            dtype=dtype,
+        return empty_key_value_caches(
+            batch_size,
+            self.num_layers,
+            self.num_heads,
+            slots,
+            self.hidden_dim // self.num_heads,
+            dtype,
         )
 
     def call_with_cache(
@@ -191,8 +189,9 @@ class TimeAlignedDecoder(keras.layers.Layer):
 
         Args:
             combined_tokens: float `[B, k, m, D]`, the new snippets.
-            cache: float `[B, L_av, 2, heads, S, head_dim]`, keys and
-                values of `S` token slots per block (`init_cache()`).
+            cache: `L_av` pairs `(key, value)`, float `[B, heads, S,
+                head_dim]` each: keys and values of `S` token slots per
+                block (`init_cache()`).
             cache_update_index: int or int tensor. Slot of the first new
                 token; the new tokens fill `[index, index + k * m)`.
             first_snippet: int or int tensor. Snippet index of the first
@@ -204,7 +203,7 @@ class TimeAlignedDecoder(keras.layers.Layer):
             `(latents [B, k * m, D], cache)`.
         """
         x = self.embed(combined_tokens, first_snippet=first_snippet)
-        cache = StackedKeyValueCache(cache, cache_update_index)
+        cache = KeyValueCaches(cache, cache_update_index)
         for i, block in enumerate(self.blocks):
             x = pre_norm_block(
                 block,
@@ -212,7 +211,7 @@ class TimeAlignedDecoder(keras.layers.Layer):
                 attention_mask=mask,
                 keys_values=cache.writer(i, block._self_attention_layer),
             )
-        return self.final_norm(x), cache.cache
+        return self.final_norm(x), cache.caches
 
     def compute_output_shape(self, combined_tokens_shape):
         batch, num_snippets, tokens_per_snippet, hidden_dim = (

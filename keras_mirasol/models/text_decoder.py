@@ -4,7 +4,8 @@ import keras
 import keras_hub
 from keras import ops
 
-from keras_mirasol.layers.transformer_stack import StackedKeyValueCache
+from keras_mirasol.layers.transformer_stack import KeyValueCaches
+from keras_mirasol.layers.transformer_stack import empty_key_value_caches
 from keras_mirasol.layers.transformer_stack import pre_norm_block
 from keras_mirasol.layers.transformer_stack import pre_norm_blocks
 from keras_mirasol.layers.transformer_stack import project_keys_values
@@ -38,15 +39,13 @@ def share_latents(av_latents, token_ids):
 
 
 def empty_caches(
-    batch_size,
-    max_length,
-    num_latents,
-    self_attention,
-    cross_attention,
-    dtype,
-    heads_first=False,
+    batch_size, max_length, num_latents, self_attention, cross_attention, dtype
 ):
-    """Zero key/value caches of a text decoder, for `call_with_cache`.
+    """Zero key/value caches in keras-hub's layout, stacked over blocks.
+
+    What a pretrained keras-hub text decoder's blocks take
+    (`PretrainedTextDecoder`); Mirasol's own `TextDecoder` keeps one
+    heads-first cache per block instead (`KeyValueCaches`).
 
     Args:
         batch_size: int or int tensor.
@@ -56,28 +55,26 @@ def empty_caches(
         cross_attention: `(layers, heads, head_dim)` of the
             cross-attention.
         dtype: str. The cache dtype.
-        heads_first: bool. `[..., heads, slots, head_dim]` per block
-            (`StackedKeyValueCache`) rather than keras-hub's `[..., slots,
-            heads, head_dim]`. Defaults to `False`.
 
     Returns:
         dict: `self_attention` `[B, layers, 2, max_length, heads,
         head_dim]` and `cross_attention` `[B, layers, 2, S, heads,
-        head_dim]` (the slot and head axes swapped with `heads_first`).
+        head_dim]`.
     """
-
-    def zeros(layers, slots, heads, head_dim):
-        per_block = (heads, slots) if heads_first else (slots, heads)
-        return ops.zeros(
-            (batch_size, layers, 2, *per_block, head_dim), dtype=dtype
-        )
-
     return {
-        "self_attention": zeros(
-            self_attention[0], max_length, *self_attention[1:]
+        "self_attention": ops.zeros(
+            (batch_size, self_attention[0], 2, max_length, *self_attention[1:]),
+            dtype=dtype,
         ),
-        "cross_attention": zeros(
-            cross_attention[0], num_latents, *cross_attention[1:]
+        "cross_attention": ops.zeros(
+            (
+                batch_size,
+                cross_attention[0],
+                2,
+                num_latents,
+                *cross_attention[1:],
+            ),
+            dtype=dtype,
         ),
     }
 
@@ -133,8 +130,8 @@ class TextDecoder(keras.layers.Layer):
     then an MLP. Those blocks accept self-attention and cross-attention
     caches, which `generate()` uses. `call` and `call_with_cache` run
     them on token rows (`pre_norm_block`), the latter writing each new
-    token's keys and values into the stacked caches in place
-    (`StackedKeyValueCache`). Logits come from
+    token's keys and values into its block's caches in place
+    (`KeyValueCaches`). Logits come from
     `token_embedding(hidden, reverse=True)`, tied to the input embedding
     or separate (`tie_word_embeddings`).
 
@@ -311,23 +308,33 @@ class TextDecoder(keras.layers.Layer):
             dtype: str. The cache dtype (the model's compute dtype).
 
         Returns:
-            dict: `self_attention` `[B, L_t, 2, heads, max_length,
-            head_dim]` and `cross_attention` `[B, L_x, 2, heads, S,
-            head_dim]`, heads first (`StackedKeyValueCache`).
+            dict: `self_attention`, `L_t` pairs `(key, value)` of `[B,
+            heads, max_length, head_dim]`, and `cross_attention`, `L_x`
+            pairs of `[B, heads, S, head_dim]`: one heads-first cache per
+            block (`KeyValueCaches`).
         """
         head_dim = self.hidden_dim // self.num_heads
         num_cross = sum(
             self.has_cross_attention(i) for i in range(self.num_layers)
         )
-        return empty_caches(
-            batch_size,
-            max_length,
-            num_latents,
-            (self.num_layers, self.num_heads, head_dim),
-            (num_cross, self.num_heads, head_dim),
-            dtype,
-            heads_first=True,
-        )
+        return {
+            "self_attention": empty_key_value_caches(
+                batch_size,
+                self.num_layers,
+                self.num_heads,
+                max_length,
+                head_dim,
+                dtype,
+            ),
+            "cross_attention": empty_key_value_caches(
+                batch_size,
+                num_cross,
+                self.num_heads,
+                num_latents,
+                head_dim,
+                dtype,
+            ),
+        }
 
     def cross_attention_keys_values(self, av_latents):
         """The cross-attention keys and values of `av_latents`.
@@ -336,20 +343,22 @@ class TextDecoder(keras.layers.Layer):
             av_latents: float `[B, S, D_av]`.
 
         Returns:
-            float `[B, L_x, 2, heads, S, head_dim]`, the
-            `cross_attention` cache of `init_cache()` filled.
+            `L_x` pairs `(key, value)`, float `[B, heads, S, head_dim]`
+            each: the `cross_attention` caches of `init_cache()` filled.
         """
         per_block = []
         for i, block in enumerate(self.blocks):
             if self.has_cross_attention(i):
                 latents = ops.cast(av_latents, block.compute_dtype)
-                key, value = project_keys_values(
-                    block._cross_attention_layer, latents
-                )
                 per_block.append(
-                    swap_slots_and_heads(ops.stack([key, value], axis=1))
+                    tuple(
+                        swap_slots_and_heads(cache)
+                        for cache in project_keys_values(
+                            block._cross_attention_layer, latents
+                        )
+                    )
                 )
-        return ops.stack(per_block, axis=1)
+        return tuple(per_block)
 
     def call_with_cache(
         self,
@@ -376,13 +385,13 @@ class TextDecoder(keras.layers.Layer):
             `(hidden_states [B, l, D_t], cache)`.
         """
         x = self.embed(token_ids, start_index=cache_update_index)
-        self_attention = StackedKeyValueCache(
+        self_attention = KeyValueCaches(
             cache["self_attention"], cache_update_index
         )
         mask = cached_causal_mask(
             ops.shape(x)[0],
             ops.shape(x)[1],
-            ops.shape(cache["self_attention"])[4],
+            ops.shape(cache["self_attention"][0][0])[2],
             cache_update_index,
         )
         cross_mask = cache.get("av_padding_mask")
@@ -391,17 +400,20 @@ class TextDecoder(keras.layers.Layer):
         cross_attention = cache["cross_attention"]
         if cross_attention_cache_update_index is not None:
             # The clip's keys and values, once per clip (`build_cache`).
-            cross_attention = ops.cast(
-                self.cross_attention_keys_values(cache["av_latents"]),
-                cross_attention.dtype,
+            dtype = cross_attention[0][0].dtype
+            cross_attention = tuple(
+                tuple(ops.cast(cache, dtype) for cache in pair)
+                for pair in self.cross_attention_keys_values(
+                    cache["av_latents"]
+                )
             )
         num_cross = 0
         for i, block in enumerate(self.blocks):
             encoder_keys_values = None
             if self.has_cross_attention(i):
-                encoder_keys_values = (
-                    swap_slots_and_heads(cross_attention[:, num_cross, 0]),
-                    swap_slots_and_heads(cross_attention[:, num_cross, 1]),
+                encoder_keys_values = tuple(
+                    swap_slots_and_heads(cache)
+                    for cache in cross_attention[num_cross]
                 )
                 num_cross += 1
             x = pre_norm_block(
@@ -417,7 +429,7 @@ class TextDecoder(keras.layers.Layer):
         hidden_states = self.final_norm(x)
         cache = dict(
             cache,
-            self_attention=self_attention.cache,
+            self_attention=self_attention.caches,
             cross_attention=cross_attention,
         )
         return hidden_states, cache

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_mirasol.layers.transformer_stack import swap_slots_and_heads
 from keras_mirasol.models import NextSnippetLatentLoss
 from keras_mirasol.models import TimeAlignedDecoder
 from tests.conftest import CHANGED
@@ -10,6 +9,7 @@ from tests.conftest import UNCHANGED
 from tests.conftest import assert_config_round_trip
 from tests.conftest import gradient
 from tests.conftest import jit
+from tests.conftest import to_keras_hub_caches
 from tests.conftest import to_numpy
 
 
@@ -104,9 +104,11 @@ def test_cached_snippets_equal_keras_hub_blocks_cached_calls():
     rng = np.random.default_rng(5)
     tokens = rng.normal(size=(2, 4, 3, 16)).astype("float32")
     decoder(tokens)
-    # Ours heads first, keras-hub's slots first (`swap_slots_and_heads`).
+    # Ours one heads-first pair per block, keras-hub's stacked slots first.
     ours = decoder.init_cache(2, 12, "float32")
-    assert tuple(ours.shape) == (2, 2, 2, 2, 12, 8)
+    assert [[tuple(c.shape) for c in pair] for pair in ours] == 2 * [
+        2 * [(2, 2, 12, 8)]
+    ]
     reference = np.zeros((2, 2, 2, 12, 2, 8), "float32")
     for start, count in ((0, 1), (1, 2), (3, 1)):
         new = tokens[:, start : start + count]
@@ -133,7 +135,7 @@ def test_cached_snippets_equal_keras_hub_blocks_cached_calls():
             to_numpy(latents), to_numpy(decoder.final_norm(x)), atol=1e-5
         )
         np.testing.assert_allclose(
-            to_numpy(swap_slots_and_heads(ours)),
+            to_numpy(to_keras_hub_caches(ours)),
             to_numpy(reference),
             atol=1e-5,
         )

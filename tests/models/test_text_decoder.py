@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_mirasol.layers.transformer_stack import swap_slots_and_heads
 from keras_mirasol.models import TextDecoder
 from tests.conftest import CHANGED
 from tests.conftest import UNCHANGED
 from tests.conftest import assert_config_round_trip
+from tests.conftest import from_keras_hub_caches
 from tests.conftest import jit
+from tests.conftest import to_keras_hub_caches
 from tests.conftest import to_numpy
 
 
@@ -135,16 +136,16 @@ def _keras_hub_blocks_call(decoder, token_ids, cache, index, cross_index):
 def _keras_hub_cached_call(decoder, token_ids, cache, index, cross_index):
     """`_keras_hub_blocks_call` on caches as `init_cache()` makes them.
 
-    Those are heads first (`StackedKeyValueCache`): the blocks get them in
-    keras-hub's layout, and they come back heads first.
+    Those are one heads-first pair per block (`KeyValueCaches`): the
+    blocks get them in keras-hub's layout, and they come back as pairs.
     """
     names = ("self_attention", "cross_attention")
-    cache = dict(cache, **{n: swap_slots_and_heads(cache[n]) for n in names})
+    cache = dict(cache, **{n: to_keras_hub_caches(cache[n]) for n in names})
     hidden, cache = _keras_hub_blocks_call(
         decoder, token_ids, cache, index, cross_index
     )
     return hidden, dict(
-        cache, **{n: swap_slots_and_heads(cache[n]) for n in names}
+        cache, **{n: from_keras_hub_caches(cache[n]) for n in names}
     )
 
 
@@ -166,24 +167,17 @@ def test_cached_calls_equal_keras_hub_blocks_cached_calls():
         cache.update(av_latents=latents, av_padding_mask=av_padding_mask)
         caches.append(cache)
     ours, reference = caches
-    # Heads first: `[B, layers, 2, heads, slots, head_dim]`.
+    # One heads-first pair per block: `[B, heads, slots, head_dim]`.
     head_dim = decoder.hidden_dim // decoder.num_heads
-    assert tuple(ours["self_attention"].shape) == (
-        2,
-        3,
-        2,
-        decoder.num_heads,
-        10,
-        head_dim,
-    )
-    assert tuple(ours["cross_attention"].shape) == (
-        2,
-        2,
-        2,
-        decoder.num_heads,
-        6,
-        head_dim,
-    )
+    for name, blocks, slots in (
+        ("self_attention", 3, 10),
+        ("cross_attention", 2, 6),
+    ):
+        assert len(ours[name]) == blocks
+        for pair in ours[name]:
+            assert [tuple(c.shape) for c in pair] == 2 * [
+                (2, decoder.num_heads, slots, head_dim)
+            ]
     calls = [(ids[:, :4], 0, 0)] + [
         (ids[:, j : j + 1], j, None) for j in (4, 5)
     ]
@@ -199,7 +193,9 @@ def test_cached_calls_equal_keras_hub_blocks_cached_calls():
         )
         for name in ("self_attention", "cross_attention"):
             np.testing.assert_allclose(
-                to_numpy(ours[name]), to_numpy(reference[name]), atol=1e-5
+                to_numpy(to_keras_hub_caches(ours[name])),
+                to_numpy(to_keras_hub_caches(reference[name])),
+                atol=1e-5,
             )
 
     # Latents masked out are not read: changing them changes no hidden
@@ -222,10 +218,11 @@ def test_cached_calls_equal_keras_hub_blocks_cached_calls():
     keras.backend.backend() != "jax", reason="XLA's compiled program, via JAX"
 )
 def test_a_cached_step_copies_no_block_s_whole_cache():
-    # Heads first, the attention's products read each block's cache as it
-    # lies. In keras-hub's layout XLA transposes every block's whole key
-    # and value caches for each new token (the check finds those copies
-    # there, so it can find them in ours).
+    # One heads-first array per block's keys and values: the attention's
+    # products read each as it lies. In keras-hub's layout, stacked over
+    # the blocks, XLA copies (transposes, slices out) every block's whole
+    # key and value caches for each new token (the check finds those
+    # copies there, so it can find them in ours).
     import jax
 
     decoder = make_decoder(cross_attention_every=2, num_layers=3)
@@ -236,7 +233,7 @@ def test_a_cached_step_copies_no_block_s_whole_cache():
     keras_hub_cache = dict(
         cache,
         **{
-            name: swap_slots_and_heads(cache[name])
+            name: to_keras_hub_caches(cache[name])
             for name in ("self_attention", "cross_attention")
         },
     )
@@ -244,8 +241,10 @@ def test_a_cached_step_copies_no_block_s_whole_cache():
     one_cache = (2, decoder.num_heads, 10, head_dim)
 
     def whole_cache_copies(step, cache):
+        # The caches donated, as a decoding loop carries them: updated in
+        # place, not copied first.
         text = (
-            jax.jit(step)
+            jax.jit(step, donate_argnums=0)
             .lower(cache, ids[:, 4:5], np.int32(4))
             .compile()
             .as_text()
@@ -253,7 +252,7 @@ def test_a_cached_step_copies_no_block_s_whole_cache():
         copies = []
         for line in text.splitlines():
             match = re.match(r"\s+(?:ROOT )?%(\S+) = f32\[([\d,]*)\]", line)
-            if match and re.match(r"(transpose|copy)", match.group(1)):
+            if match and re.match(r"(transpose|copy|slice)", match.group(1)):
                 dims = sorted(int(d) for d in match.group(2).split(","))
                 if dims == sorted(one_cache):
                     copies.append(match.group(1))
