@@ -41,7 +41,7 @@ def main():
 
     from keras_mirasol.benchmark import configs
     from keras_mirasol.benchmark import measure
-    from tests.conftest import to_keras_hub_caches
+    from tests.models.test_text_decoder import _in_keras_hub_layout
     from tests.models.test_text_decoder import _keras_hub_blocks_call
 
     prompt = 4
@@ -61,8 +61,7 @@ def main():
 
     def keras_hub_init(*args):
         # keras-hub's layout, `[B, layers, 2, slots, heads, head_dim]`.
-        cache = ours_init(*args)
-        return {name: to_keras_hub_caches(c) for name, c in cache.items()}
+        return _in_keras_hub_layout(ours_init(*args))
 
     def keras_hub_blocks(token_ids, cache, index, cross_index=None):
         cache = dict(cache, av_padding_mask=cache.get("av_padding_mask"))

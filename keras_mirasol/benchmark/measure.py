@@ -357,26 +357,24 @@ def device_peak_mb():
     JAX's `peak_bytes_in_use`, TensorFlow's `get_memory_info` peak or
     torch's `max_memory_allocated`: what the step needed on the device.
     """
+    if not on_accelerator():
+        return None
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        device = jax.devices()[0]
-        if device.platform == "cpu":
-            return None
-        stats = device.memory_stats() or {}
+        stats = jax.devices()[0].memory_stats() or {}
         peak = stats.get("peak_bytes_in_use")
         return None if peak is None else peak / 2**20
     if backend == "tensorflow":
         import tensorflow as tf
 
+        # A TPU has no `GPU:0` memory to read.
         if not tf.config.list_physical_devices("GPU"):
             return None
         return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     import torch
 
-    if not torch.cuda.is_available():
-        return None
     return torch.cuda.max_memory_allocated() / 2**20
 
 

@@ -583,9 +583,7 @@ def _port_table(summary, port_train):
 def format_summary(summary):
     """The summary as Markdown tables (what the README shows)."""
     parts = []
-    by_dtype = summary.get("peak_gflops_by_dtype") or {
-        b: {"float32": g} for b, g in summary["peak_gflops"].items()
-    }
+    by_dtype = summary["peak_gflops_by_dtype"]
     peaks = "; ".join(
         f"{b} "
         + ", ".join(f"{g:.0f} GFLOP/s {d}" for d, g in sorted(rates.items()))

@@ -133,19 +133,25 @@ def _keras_hub_blocks_call(decoder, token_ids, cache, index, cross_index):
     return decoder.final_norm(x), cache
 
 
+_CACHES = ("self_attention", "cross_attention")
+
+
+def _in_keras_hub_layout(cache):
+    """A `call_with_cache` cache dict with its caches as keras-hub's."""
+    return dict(cache, **{n: to_keras_hub_caches(cache[n]) for n in _CACHES})
+
+
 def _keras_hub_cached_call(decoder, token_ids, cache, index, cross_index):
     """`_keras_hub_blocks_call` on caches as `init_cache()` makes them.
 
     Those are one heads-first pair per block (`KeyValueCaches`): the
     blocks get them in keras-hub's layout, and they come back as pairs.
     """
-    names = ("self_attention", "cross_attention")
-    cache = dict(cache, **{n: to_keras_hub_caches(cache[n]) for n in names})
     hidden, cache = _keras_hub_blocks_call(
-        decoder, token_ids, cache, index, cross_index
+        decoder, token_ids, _in_keras_hub_layout(cache), index, cross_index
     )
     return hidden, dict(
-        cache, **{n: from_keras_hub_caches(cache[n]) for n in names}
+        cache, **{n: from_keras_hub_caches(cache[n]) for n in _CACHES}
     )
 
 
@@ -230,13 +236,7 @@ def test_a_cached_step_copies_no_block_s_whole_cache():
     decoder(ids, latents)
     cache = decoder.init_cache(2, 10, 6, "float32")
     cache.update(av_latents=latents, av_padding_mask=None)
-    keras_hub_cache = dict(
-        cache,
-        **{
-            name: to_keras_hub_caches(cache[name])
-            for name in ("self_attention", "cross_attention")
-        },
-    )
+    keras_hub_cache = _in_keras_hub_layout(cache)
     head_dim = decoder.hidden_dim // decoder.num_heads
     one_cache = (2, decoder.num_heads, 10, head_dim)
 
