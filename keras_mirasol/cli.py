@@ -417,12 +417,22 @@ def cmd_bench(args):
                 f"subset of {','.join(runner.SCALING_VARIANTS)}."
             )
         scaling["scaling_variants"] = variants
+    try:
+        batch_sizes = [int(n) for n in args.batch_size.split(",")]
+    except ValueError:
+        batch_sizes = []
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(
+            "--batch-size takes a clip count or comma-separated counts, "
+            f"e.g. 2 or 2,8; got {args.batch_size!r}."
+        )
     jobs = runner.plan_jobs(
         configs=args.config or runner.CONFIG_NAMES,
         backends=backends.split(","),
         sections=sections,
         dtypes=args.dtypes.split(","),
-        batch_size=args.batch_size,
+        batch_size=batch_sizes[0],
+        train_batch_sizes=batch_sizes,
         steps=args.steps,
         threads=args.threads,
         records=args.records,
@@ -1220,7 +1230,11 @@ def build_parser():
         help="Comma-separated dtype policies of the train section.",
     )
     bench.add_argument(
-        "--batch-size", type=int, default=2, help="Clips per training step."
+        "--batch-size",
+        default="2",
+        help="Clips per step. A comma-separated list (2,8) times the train "
+        "section at each size, MFU against batch size; the other sections "
+        "use the first.",
     )
     bench.add_argument(
         "--steps", type=int, default=10, help="Timed steps after compiling."

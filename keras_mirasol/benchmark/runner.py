@@ -161,6 +161,7 @@ def plan_jobs(
     steps=10,
     threads=None,
     peer_points=PEER_POINTS,
+    train_batch_sizes=None,
     generate_tokens=GENERATE_TOKENS,
     records=None,
     scaling_config="peer-matched",
@@ -170,6 +171,11 @@ def plan_jobs(
     """The benchmark's jobs, in the order they run.
 
     Args:
+        batch_size: int. Clips per step of every section (the pipeline's
+            demo batches aside). Defaults to `2`.
+        train_batch_sizes: ints or None. Batch sizes of the train
+            section, each timed at every point and dtype (MFU against
+            batch size). Defaults to `None`, which means `(batch_size,)`.
         records: str or None. `convert` output for the pipeline section
             (default: 200 synthetic clips written for it).
         scaling_config: str. Config of the scaling section (see
@@ -200,20 +206,21 @@ def plan_jobs(
         jobs.append(("peak", backend, {"kind": "peak", "dtypes": peak_dtypes}))
         if "train" in sections:
             for point in train_points:
-                for dtype in dtypes:
-                    jobs.append(
-                        (
-                            "train",
-                            backend,
-                            dict(
-                                point,
-                                kind="train",
-                                dtype=dtype,
-                                batch_size=batch_size,
-                                steps=steps,
-                            ),
+                for size in train_batch_sizes or (batch_size,):
+                    for dtype in dtypes:
+                        jobs.append(
+                            (
+                                "train",
+                                backend,
+                                dict(
+                                    point,
+                                    kind="train",
+                                    dtype=dtype,
+                                    batch_size=size,
+                                    steps=steps,
+                                ),
+                            )
                         )
-                    )
         if "parts" in sections:
             jobs.append(
                 (
@@ -335,6 +342,20 @@ def _point_name(job):
     return job["config"]
 
 
+def _train_key(job):
+    """`(point name, dtype, batch size)` of a train job: one row each."""
+    return _point_name(job), job["dtype"], job["batch_size"]
+
+
+def _same_step(row, port_job):
+    """Whether our train row times the step the port's job times."""
+    return (
+        row["config"] == _point_name(dict(port_job, config="peer-matched"))
+        and row["dtype"] == "float32"
+        and row["batch_size"] == port_job["batch_size"]
+    )
+
+
 def summarize(records):
     """Derive the ratios from one run's job records.
 
@@ -364,8 +385,7 @@ def summarize(records):
     flops = {}
     for r in records:
         if r["section"] == "train" and "xla_flops" in r.get("result", {}):
-            key = (_point_name(r["job"]), r["job"]["dtype"])
-            flops[key] = r["result"]["xla_flops"]
+            flops[_train_key(r["job"])] = r["result"]["xla_flops"]
     summary = {
         "peak_gflops": peaks,
         "peak_gflops_by_dtype": peaks_by_dtype,
@@ -394,10 +414,11 @@ def summarize(records):
             continue
         result, job = r["result"], r["job"]
         if r["section"] == "train":
-            key = (_point_name(job), job["dtype"])
+            key = _train_key(job)
             row = dict(
                 config=key[0],
                 dtype=key[1],
+                batch_size=key[2],
                 backend=r["backend"],
                 step_s=result["median_s"],
                 min_s=result["min_s"],
@@ -502,7 +523,7 @@ def _compare_with_port(summary):
         if port["kind"] == "port_train":
             name = _point_name(dict(job, config="peer-matched"))
             for row in summary["train"]:
-                if row["config"] == name and row["dtype"] == "float32":
+                if _same_step(row, job):
                     comparisons.append(
                         dict(
                             config=name,
@@ -542,11 +563,7 @@ def _port_table(summary, port_train):
     for port in port_train:
         job = port["job"]
         name = _point_name(dict(job, config="peer-matched"))
-        ours = [
-            r
-            for r in summary["train"]
-            if r["config"] == name and r["dtype"] == "float32"
-        ]
+        ours = [r for r in summary["train"] if _same_step(r, job)]
         for row in ours or [None]:
             rows.append(
                 [
@@ -601,6 +618,7 @@ def format_summary(summary):
                 [
                     "config",
                     "dtype",
+                    "batch",
                     "backend",
                     "step s (min-max)",
                     "samples/s",
@@ -614,6 +632,7 @@ def format_summary(summary):
                     [
                         r["config"],
                         r["dtype"],
+                        r["batch_size"],
                         r["backend"],
                         f"{_f(r['step_s'])} ({_f(r['min_s'])}-"
                         f"{_f(r['max_s'])})",

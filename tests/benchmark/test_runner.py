@@ -46,7 +46,9 @@ def _record(section, backend, job, **result):
 
 
 def test_summary_derives_mfu_and_port_ratio_from_the_same_run():
-    point = dict(config="peer-matched", frames=16, spectrogram_frames=1024)
+    point = dict(
+        config="peer-matched", frames=16, spectrogram_frames=1024, batch_size=2
+    )
     step = dict(
         min_s=0.09,
         max_s=0.2,
@@ -86,7 +88,11 @@ def test_summary_derives_mfu_and_port_ratio_from_the_same_run():
         {
             "section": "train",
             "backend": "jax",
-            "job": {"config": "mirasol_tiny", "dtype": "float32"},
+            "job": {
+                "config": "mirasol_tiny",
+                "dtype": "float32",
+                "batch_size": 2,
+            },
             "error": "boom\nmore",
         },
     ]
@@ -115,7 +121,9 @@ def test_each_dtype_s_mfu_is_over_the_peak_of_its_compute_dtype():
         return _record(
             "train",
             backend,
-            dict(config="mirasol_tiny", kind="train", dtype=dtype),
+            dict(
+                config="mirasol_tiny", kind="train", dtype=dtype, batch_size=2
+            ),
             median_s=0.1,
             min_s=0.1,
             max_s=0.1,
@@ -148,6 +156,76 @@ def test_each_dtype_s_mfu_is_over_the_peak_of_its_compute_dtype():
     table = runner.format_summary(summary)
     assert "jax 800 GFLOP/s bfloat16, 400 GFLOP/s float32" in table
     assert "tensorflow 250 GFLOP/s float32" in table
+
+
+def test_each_train_batch_size_is_a_row_and_the_port_meets_its_own():
+    jobs = runner.plan_jobs(
+        configs=("peer-matched",),
+        backends=("jax",),
+        sections=("train", "parts", "port"),
+        dtypes=("float32",),
+        batch_size=2,
+        train_batch_sizes=(2, 8),
+        peer_points=((16, 1024),),
+    )
+    by_section = {}
+    for section, _, job in jobs:
+        by_section.setdefault(section, []).append(job.get("batch_size"))
+    assert sorted(by_section["train"]) == [2, 8]
+    # The other sections time the first size: the port at the step it
+    # is compared with.
+    assert by_section["parts"] == [2] and by_section["port"] == [2]
+
+    point = dict(config="peer-matched", frames=16, spectrogram_frames=1024)
+
+    def train(batch_size, median_s, flops):
+        return _record(
+            "train",
+            "jax",
+            dict(point, kind="train", dtype="float32", batch_size=batch_size),
+            median_s=median_s,
+            min_s=median_s,
+            max_s=median_s,
+            samples_per_s=batch_size / median_s,
+            compile_s=1.0,
+            parameters=100,
+            retraces=0,
+            xla_flops=flops,
+        )
+
+    records = [
+        _record("peak", "jax", {"kind": "peak"}, gflops=400.0),
+        train(2, 0.1, 20e9),
+        train(8, 0.25, 80e9),
+        _record(
+            "port",
+            None,
+            dict(point, kind="port_train", batch_size=2),
+            median_s=0.3,
+            parameters=110,
+            parameters_without_heads=101,
+            flops=15e9,
+        ),
+    ]
+    summary = runner.summarize(records)
+    rows = {r["batch_size"]: r for r in summary["train"]}
+    # Each size over its own FLOPs: 200 and 320 GFLOP/s of 400.
+    assert rows[2]["mfu"] == pytest.approx(0.5)
+    assert rows[8]["mfu"] == pytest.approx(0.8)
+    # The port's batch-2 step against ours at batch 2 only.
+    (ratio,) = summary["against_port"]
+    assert ratio["ours_s"] == 0.1 and ratio["speedup"] == pytest.approx(3.0)
+    table = runner.format_summary(summary)
+    header, _, *lines = table.split("\n\n")[1].splitlines()
+    column = [c.strip() for c in header.split("|")].index("batch")
+    assert [line.split("|")[column].strip() for line in lines] == ["2", "8"]
+    # port/ours: 0.3 / 0.1 at batch 2, never 0.3 / 0.25 (batch 8).
+    assert "3.00x" in table and "1.20x" not in table
+
+
+def test_bench_refuses_a_batch_size_that_is_not_a_count():
+    with pytest.raises(ValueError, match="--batch-size.*2,8.*'2,x'"):
+        cli.main(["bench", "--sections", "train", "--batch-size", "2,x"])
 
 
 def test_stream_rows_reach_the_table():
