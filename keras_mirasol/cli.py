@@ -393,9 +393,12 @@ def cmd_bench(args):
             f"Unknown bench section(s) {unknown}. Use a comma-separated "
             f"subset of {','.join(known)}."
         )
-    backends = args.backends or (
-        "jax" if sections == ["scaling"] else "jax,tensorflow"
-    )
+    if args.backends:
+        backends = args.backends
+    elif sections == ["scaling"]:
+        backends = "jax"
+    else:
+        backends = ",".join(runner.default_backends())
     scaling = {}
     if args.scaling_frames:
         try:
@@ -1179,7 +1182,8 @@ def build_parser():
         "--backends",
         default=None,
         help="Comma-separated Keras backends to measure (default: "
-        "jax,tensorflow; jax for --scaling alone).",
+        "jax,tensorflow, and torch where it is installed; jax for "
+        "--scaling alone).",
     )
     bench.add_argument(
         "--sections",

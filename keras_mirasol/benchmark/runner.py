@@ -6,6 +6,7 @@ derives the ratios (MFU, speedups) from numbers of this same run, prints
 a table and writes everything as JSON.
 """
 
+import importlib.util
 import json
 import os
 import signal
@@ -150,6 +151,22 @@ def run_job(job, backend=None, timeout=3600, memory_cap_mb=None, command=None):
             + stderr[-3000:]
         )
     return json.loads(lines[-1])
+
+
+def default_backends():
+    """The backends `keras-mirasol bench` measures unless told.
+
+    JAX and TensorFlow (both compile the step with XLA), and torch (which
+    runs it eagerly) where it is installed: it is not a dependency of the
+    package.
+
+    Returns:
+        list of str.
+    """
+    backends = ["jax", "tensorflow"]
+    if importlib.util.find_spec("torch") is not None:
+        backends.append("torch")
+    return backends
 
 
 def plan_jobs(

@@ -274,10 +274,12 @@ def exact_gelu(x):
 def _mlp_intermediate(dense, rows):
     """A block's first MLP projection and its activation, on token rows.
 
-    On JAX, Keras' exact GELU (`"gelu"`) is `exact_gelu`: the same
-    function, 3-5x faster forward than JAX's own on XLA's CPU compiler.
-    Other backends and activations, and quantized kernels, go through the
-    layer's own call.
+    The layer's own function on a 2-D product (`rows_matmul`), without a
+    Keras layer call per projection (on torch, which runs eagerly, each
+    such call costs more than a decoding step's product). On JAX,
+    Keras' exact GELU (`"gelu"`) is `exact_gelu`: the same function, 3-5x
+    faster forward than JAX's own on XLA's CPU compiler. Quantized kernels
+    go through the layer's own call.
 
     Args:
         dense: the block's built `keras.layers.Dense`
@@ -287,14 +289,39 @@ def _mlp_intermediate(dense, rows):
     Returns:
         float `[R, intermediate_dim]`.
     """
-    if (
-        keras.backend.backend() != "jax"
-        or dense.activation is not keras.activations.gelu
-        or not has_float_kernel(dense)
-    ):
+    if not has_float_kernel(dense):
         return dense(rows)
     rows = ops.cast(rows, dense.compute_dtype)
-    return exact_gelu(rows_matmul(dense, rows, dense.units))
+    y = rows_matmul(dense, rows, dense.units)
+    if (
+        keras.backend.backend() == "jax"
+        and dense.activation is keras.activations.gelu
+    ):
+        return exact_gelu(y)
+    return dense.activation(y)
+
+
+def _dense_rows(dense, rows):
+    """`dense(rows)` on token rows `[R, D]`, without the layer call.
+
+    One 2-D product (`rows_matmul`) and the layer's activation; quantized
+    kernels go through the layer's own call.
+    """
+    if not has_float_kernel(dense):
+        return dense(rows)
+    rows = ops.cast(rows, dense.compute_dtype)
+    return dense.activation(rows_matmul(dense, rows, dense.units))
+
+
+def _dropout(layer, x, training):
+    """`layer(x, training=training)`; `x` itself when the rate is 0.
+
+    A dropout of rate 0 is the identity in training too: skipping its
+    layer call keeps eager decoding (torch) from paying for it per token.
+    """
+    if layer.rate == 0:
+        return x
+    return layer(x, training=training)
 
 
 def _to_heads(dense, x):
@@ -552,7 +579,7 @@ def pre_norm_block(
     if keys_values is None:
         keys_values = functools.partial(project_keys_values, attention)
     h = _attend(attention, query, keys_values(normed), attention_mask, training)
-    h = block._self_attention_dropout(h, training=training)
+    h = _dropout(block._self_attention_dropout, h, training)
     h = h + ops.reshape(residual, (-1, dim))
     if cross is not None:
         if encoder_keys_values is None:
@@ -566,11 +593,11 @@ def pre_norm_block(
             cross_attention_mask,
             training,
         )
-        h = block._cross_attention_dropout(y, training=training) + h
+        h = _dropout(block._cross_attention_dropout, y, training) + h
     y = block._feedforward_layer_norm(h)
     y = _mlp_intermediate(block._feedforward_intermediate_dense, y)
-    y = block._feedforward_output_dense(y)
-    y = block._feedforward_dropout(y, training=training) + h
+    y = _dense_rows(block._feedforward_output_dense, y)
+    y = _dropout(block._feedforward_dropout, y, training) + h
     return ops.reshape(y, (-1, num_queries, dim))
 
 

@@ -223,6 +223,34 @@ def test_each_train_batch_size_is_a_row_and_the_port_meets_its_own():
     assert "3.00x" in table and "1.20x" not in table
 
 
+def test_torch_is_measured_by_default_only_where_it_is_installed(
+    monkeypatch, tmp_path
+):
+    find_spec = runner.importlib.util.find_spec
+
+    def without_torch(name, *args):
+        return None if name == "torch" else find_spec(name, *args)
+
+    # This suite runs on torch too: it is installed here.
+    assert runner.default_backends() == ["jax", "tensorflow", "torch"]
+    monkeypatch.setattr(runner.importlib.util, "find_spec", without_torch)
+    assert runner.default_backends() == ["jax", "tensorflow"]
+    jobs = []
+
+    def run_benchmark(planned, **kwargs):
+        jobs.extend(planned)
+        return []
+
+    monkeypatch.setattr(runner, "run_benchmark", run_benchmark)
+    out = tmp_path / "bench.json"
+    code = cli.main(
+        ["bench", "--sections", "train", "--config", "mirasol_tiny"]
+        + ["--output", str(out)]
+    )
+    assert code == 0
+    assert {backend for _, backend, _ in jobs} == {"jax", "tensorflow"}
+
+
 def test_bench_refuses_a_batch_size_that_is_not_a_count():
     with pytest.raises(ValueError, match="--batch-size.*2,8.*'2,x'"):
         cli.main(["bench", "--sections", "train", "--batch-size", "2,x"])
