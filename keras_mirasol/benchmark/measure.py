@@ -389,7 +389,8 @@ def time_train_step(config, batch_size=2, steps=10, dtype=None, seed=0):
         seed: int.
 
     Returns:
-        dict: `compile_s` (the first `fit` call, one step), `median_s`,
+        dict: `compile_s` (the first `fit` call, one step, less a
+        step's median; None on torch, which compiles nothing), `median_s`,
         `min_s`, `max_s`, `samples_per_s`, `parameters`, `traces` (times
         the step function was traced by the first call: 1 on JAX, 2 on
         TensorFlow, whose `tf.function` traces again after creating
@@ -431,8 +432,9 @@ def time_train_step(config, batch_size=2, steps=10, dtype=None, seed=0):
         device_peak_mb=device_peak_mb(),
     )
     if not _compiles():
-        # Eager: the step function runs every step, nothing is traced.
-        result.update(traces=None, retraces=None)
+        # Eager: the step function runs every step, nothing is traced or
+        # compiled.
+        result.update(traces=None, retraces=None, compile_s=None)
     lm.train_step = train_step
     if keras.backend.backend() == "jax":
         result["xla_flops"] = xla_train_step_flops(lm, batch)
@@ -525,13 +527,13 @@ def time_generation(
     decode from latents already computed, the part the caches change.
 
     Returns:
-        dict with a timing per variant (`median_s`, ..., `compile_s`,
-        `tokens_per_s`), `speedup` (uncached / cached median time, whole
-        calls), `decode_speedup` (the same for decoding alone), `traces`
-        (times `generate_step` was traced by the first call), `retraces`
-        (traces in later calls: 0 when nothing recompiles; both None on
-        torch, which runs eagerly) and `same_tokens` (whether every
-        variant decoded the same answer).
+        dict with a timing per variant (`median_s`, ..., `compile_s`
+        (None on torch), `tokens_per_s`), `speedup` (uncached / cached
+        median time, whole calls), `decode_speedup` (the same for
+        decoding alone), `traces` (times `generate_step` was traced by
+        the first call), `retraces` (traces in later calls: 0 when
+        nothing recompiles; both None on torch, which runs eagerly) and
+        `same_tokens` (whether every variant decoded the same answer).
     """
     length = prompt_length + new_tokens
     config = dict(
@@ -592,6 +594,8 @@ def time_generation(
     result["retraces"] = len(traces) - first_traces
     if not _compiles():
         result.update(traces=None, retraces=None)
+        for name in variants:
+            result[name]["compile_s"] = None
     result["same_tokens"] = all(
         np.array_equal(answers["cached"], answer) for answer in answers.values()
     )
@@ -616,8 +620,8 @@ def time_stream(config, snippets=64, batch_size=1, around=4, seed=0):
 
     Returns:
         dict with `early_s`, `late_s`, `late_over_early`, `compile_s`
-        (the first append), `window`, `snippets`, `batch_size` and
-        `traces` (None on torch, which runs eagerly).
+        (the first append; None on torch), `window`, `snippets`,
+        `batch_size` and `traces` (None on torch, which runs eagerly).
     """
     keras.utils.set_random_seed(seed)
     lm = build_lm(config)
@@ -642,7 +646,7 @@ def time_stream(config, snippets=64, batch_size=1, around=4, seed=0):
         "early_s": early,
         "late_s": late,
         "late_over_early": late / early,
-        "compile_s": seconds[0],
+        "compile_s": seconds[0] if _compiles() else None,
         "window": stream.window,
         "snippets": snippets,
         "batch_size": batch_size,

@@ -90,11 +90,15 @@ def test_cached_and_uncached_generation_decode_the_same_answer():
         config, new_tokens=6, batch_size=2, prompt_length=3, steps=1
     )
     assert result["same_tokens"]
+    variants = ("cached", "uncached", "cached_decode", "uncached_decode")
     if keras.backend.backend() == "torch":
         assert result["traces"] is None and result["retraces"] is None
+        # Eager: no compile time to report.
+        assert all(result[name]["compile_s"] is None for name in variants)
     else:
         assert result["retraces"] == 0
         assert result["traces"] == 1
+        assert all(result[name]["compile_s"] > 0 for name in variants)
     assert result["cached"]["tokens_per_s"] > 0
     assert result["speedup"] == pytest.approx(
         result["uncached"]["median_s"] / result["cached"]["median_s"]
@@ -125,9 +129,9 @@ def test_stream_section_times_early_and_late_snippets_of_one_stream():
     # Snippets 0..5 in one window, compiled once.
     assert result["window"] == 6
     if keras.backend.backend() == "torch":
-        assert result["traces"] is None
+        assert result["traces"] is None and result["compile_s"] is None
     else:
-        assert result["traces"] == 1
+        assert result["traces"] == 1 and result["compile_s"] > 0
     assert result["early_s"] > 0 and result["late_s"] > 0
     assert result["late_over_early"] == pytest.approx(
         result["late_s"] / result["early_s"]

@@ -323,6 +323,7 @@ def test_bench_command_writes_table_and_json(tmp_path, capsys):
     assert row["config"] == "mirasol_tiny"
     compiled = keras.backend.backend() != "torch"
     assert row["retraces"] == (0 if compiled else None)
+    assert (row["compile_s"] > 0) if compiled else row["compile_s"] is None
     assert "mirasol_tiny" in printed and "GFLOP/s" in printed
     if keras.backend.backend() == "jax":
         assert 0 < row["mfu"] < 1
