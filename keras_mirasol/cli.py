@@ -373,6 +373,22 @@ def cmd_tokenizer(args):
     return 0
 
 
+def _counts(text, usage):
+    """Comma-separated positive ints from an option's `text`.
+
+    Raises:
+        ValueError: `usage` (what the option takes), and what it got,
+            when `text` is not such a list.
+    """
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise ValueError(f"{usage}; got {text!r}.")
+    return counts
+
+
 def cmd_bench(args):
     """Time training, generation, the port and the pipeline in one run."""
     from keras_mirasol.benchmark import runner
@@ -401,16 +417,11 @@ def cmd_bench(args):
         backends = ",".join(runner.default_backends())
     scaling = {}
     if args.scaling_frames:
-        try:
-            frames = [int(n) for n in args.scaling_frames.split(",")]
-        except ValueError:
-            frames = []
-        if not frames or min(frames) < 1:
-            raise ValueError(
-                "--scaling-frames takes comma-separated frame counts, e.g. "
-                f"64,128,256,512; got {args.scaling_frames!r}."
-            )
-        scaling["scaling_frames"] = frames
+        scaling["scaling_frames"] = _counts(
+            args.scaling_frames,
+            "--scaling-frames takes comma-separated frame counts, e.g. "
+            "64,128,256,512",
+        )
     if args.scaling_variants:
         variants = args.scaling_variants.split(",")
         bad = [v for v in variants if v not in runner.SCALING_VARIANTS]
@@ -420,15 +431,11 @@ def cmd_bench(args):
                 f"subset of {','.join(runner.SCALING_VARIANTS)}."
             )
         scaling["scaling_variants"] = variants
-    try:
-        batch_sizes = [int(n) for n in args.batch_size.split(",")]
-    except ValueError:
-        batch_sizes = []
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise ValueError(
-            "--batch-size takes a clip count or comma-separated counts, "
-            f"e.g. 2 or 2,8; got {args.batch_size!r}."
-        )
+    batch_sizes = _counts(
+        args.batch_size,
+        "--batch-size takes a clip count or comma-separated counts, "
+        "e.g. 2 or 2,8",
+    )
     jobs = runner.plan_jobs(
         configs=args.config or runner.CONFIG_NAMES,
         backends=backends.split(","),

@@ -289,16 +289,14 @@ def _mlp_intermediate(dense, rows):
     Returns:
         float `[R, intermediate_dim]`.
     """
-    if not has_float_kernel(dense):
-        return dense(rows)
-    rows = ops.cast(rows, dense.compute_dtype)
-    y = rows_matmul(dense, rows, dense.units)
     if (
         keras.backend.backend() == "jax"
         and dense.activation is keras.activations.gelu
+        and has_float_kernel(dense)
     ):
-        return exact_gelu(y)
-    return dense.activation(y)
+        rows = ops.cast(rows, dense.compute_dtype)
+        return exact_gelu(rows_matmul(dense, rows, dense.units))
+    return _dense_rows(dense, rows)
 
 
 def _dense_rows(dense, rows):
