@@ -185,6 +185,41 @@ def test_quantized_blocks_run_through_their_layers():
     )
 
 
+@pytest.mark.parametrize("remat_scope", [False, True])
+def test_norms_keep_a_remat_scope(remat_scope, monkeypatch):
+    # The blocks' layer norms run their `call` alone (no Keras layer call
+    # per decoded token), except where a `keras.RematScope` gave them a
+    # remat mode, which only the layer call applies: those norms are
+    # still recomputed, and both ways give the keras-hub blocks' outputs.
+    keras.utils.set_random_seed(3)
+    x = np.random.default_rng(3).normal(size=(2, 5, 16)).astype("float32")
+    if remat_scope:
+        with keras.RematScope(mode="full"):
+            layer = TransformerStack(2, num_heads=2, intermediate_dim=32)
+            layer.build(x.shape)
+    else:
+        layer = TransformerStack(2, num_heads=2, intermediate_dim=32)
+        layer.build(x.shape)
+    remat_calls = []
+    norm_type = type(layer.blocks[0]._feedforward_layer_norm)
+    rematerialized_call = norm_type.rematerialized_call
+
+    def counted(self, *args, **kwargs):
+        remat_calls.append(self.name)
+        return rematerialized_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(norm_type, "rematerialized_call", counted)
+    ours = to_numpy(layer(x))
+    norms_in_blocks = [
+        name for name in remat_calls if name.endswith("_layer_norm")
+    ]
+    # Two blocks, each with a self-attention and a feed-forward norm.
+    assert len(norms_in_blocks) == (4 if remat_scope else 0)
+    np.testing.assert_allclose(
+        ours, to_numpy(_blocks_in_turn(layer, x)), atol=2e-5
+    )
+
+
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
 @pytest.mark.parametrize("cross", [False, True])
 def test_token_rows_equal_keras_hub_decoder_blocks(dtype, cross):
