@@ -482,8 +482,8 @@ class KeyValueCaches:
     cache. `writer(layer, attention)` gives `pre_norm_block` its
     `keys_values`: the new tokens' keys and values are written into the
     block's caches with `ops.slice_update`, done in place by XLA on the
-    loop-carried buffers, and the block attends to them (README,
-    Performance).
+    loop-carried buffers, and the block attends to them
+    (docs/performance.md).
 
     Args:
         caches: tuple of pairs `(key, value)`, float `[B, heads, S,
@@ -556,7 +556,7 @@ def pre_norm_block(
     `[B, S, heads, head_dim]`. XLA then needs no transposed copy of the
     activation gradient before each weight gradient, which the einsums of
     `keras.layers.MultiHeadAttention` on `[B, S, D]` cost on the CPU
-    (README, Performance). With `keep_last`, the attention queries,
+    (docs/performance.md). With `keep_last`, the attention queries,
     residuals and MLP are computed at the kept positions alone (their keys
     and values still come from every position).
 
