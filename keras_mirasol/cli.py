@@ -456,17 +456,34 @@ def cmd_bench(args):
         if reason:
             log(f"skipping the PyTorch port: {reason}")
             jobs = [job for job in jobs if job[0] != "port"]
+    jobs, skipped = runner.drop_slow_dtypes(jobs, log=log)
     cap = (
         runner.default_memory_cap_mb()
         if args.memory_cap_gb is None
         else args.memory_cap_gb * 1024
     )
-    records = runner.run_benchmark(jobs, log=log, memory_cap_mb=cap)
-    summary = runner.summarize(records)
-    summary["command"] = " ".join(["keras-mirasol", *sys.argv[1:]])
-    summary["cpus"] = os.cpu_count()
-    with open(args.output, "w") as f:
-        json.dump({"summary": summary, "records": records}, f, indent=1)
+
+    def write(records, complete):
+        # After every job, through a temporary file: a stopped run keeps
+        # every job it finished, and the file is never half written.
+        summary = runner.summarize(records)
+        summary["command"] = " ".join(["keras-mirasol", *sys.argv[1:]])
+        summary["cpus"] = os.cpu_count()
+        summary["skipped"] = skipped
+        summary["complete"] = complete
+        partial = f"{args.output}.partial"
+        with open(partial, "w") as f:
+            json.dump({"summary": summary, "records": records}, f, indent=1)
+        os.replace(partial, args.output)
+        return summary
+
+    records = runner.run_benchmark(
+        jobs,
+        log=log,
+        memory_cap_mb=cap,
+        on_record=lambda records: write(records, complete=False),
+    )
+    summary = write(records, complete=True)
     print(runner.format_summary(summary))
     print(f"\nwrote {args.output}")
     if args.json:
@@ -1263,7 +1280,10 @@ def build_parser():
         "synthetic clips written for it).",
     )
     bench.add_argument(
-        "--output", default="bench.json", help="Where the JSON goes."
+        "--output",
+        default="bench.json",
+        help="Where the JSON goes; rewritten after every job, so a "
+        "stopped run keeps the jobs it finished (summary.complete: false).",
     )
     bench.add_argument(
         "--json", action="store_true", help="Print the summary JSON last."

@@ -132,6 +132,34 @@ def matmul_peak(size=None, repeats=10, dtype="float32"):
     }
 
 
+def dtype_slowdown(dtype, size=256, repeats=5):
+    """How many times slower this backend's products are in `dtype`.
+
+    A quick probe before jobs in `dtype`: small square products in
+    float32 and in `dtype` (`matmul_peak` at `size`). A CPU without
+    instructions for `dtype` runs it through slow generic kernels (torch's
+    bfloat16 products without AVX512-BF16: 60-125x slower than float32),
+    where a training step in it would take hours.
+
+    Args:
+        dtype: str. The compute dtype, e.g. `"bfloat16"`.
+        size: int. Square matrix size. Defaults to `256`.
+        repeats: int. Timed products of each. Defaults to `5`.
+
+    Returns:
+        dict with `dtype`, `gflops` (in `dtype`), `float32_gflops` and
+        `slowdown` (their ratio, float32 over `dtype`).
+    """
+    float32 = matmul_peak(size=size, repeats=repeats)["gflops"]
+    other = matmul_peak(size=size, repeats=repeats, dtype=dtype)["gflops"]
+    return {
+        "dtype": dtype,
+        "gflops": other,
+        "float32_gflops": float32,
+        "slowdown": float32 / other,
+    }
+
+
 def random_batch(config, batch_size, text_length=None, seed=0):
     """A training batch of random media and text for `config`.
 

@@ -353,6 +353,93 @@ def plan_jobs(
     return jobs
 
 
+# A backend whose products in a step's compute dtype run more than this
+# many times slower than in float32 has no instructions for that dtype on
+# this machine (`drop_slow_dtypes`).
+SLOW_DTYPE_FACTOR = 8.0
+
+
+def probe_dtype(backend, dtype):
+    """`measure.dtype_slowdown(dtype)` on `backend`, in a worker process."""
+    return run_job({"kind": "dtype_probe", "dtype": dtype}, backend, 600)
+
+
+def drop_slow_dtypes(jobs, probe=None, log=print):
+    """`jobs` without training steps in a dtype a backend runs far too slowly.
+
+    For each backend with training steps in a compute dtype other than
+    float32 (bfloat16 for `mixed_bfloat16`), `probe` times small products
+    in that dtype and in float32. Where that dtype is over
+    `SLOW_DTYPE_FACTOR` times slower, the backend's steps in it and its
+    matmul peak in it leave the plan, and the reason is logged: on a CPU
+    without bfloat16 instructions, torch's bfloat16 products run through
+    generic kernels 60-125x slower than float32, and its `mixed_bfloat16`
+    steps would take hours. A probe that fails keeps the jobs.
+
+    Args:
+        jobs: from `plan_jobs`.
+        probe: function of `(backend, dtype)` returning
+            `measure.dtype_slowdown`'s dict, or None for `probe_dtype`.
+            Defaults to `None`.
+        log: function of one str. Defaults to `print`.
+
+    Returns:
+        `(jobs, skipped)`: the jobs kept, and one dict per backend and
+        dtype left out, with `backend`, `dtype`, `gflops`,
+        `float32_gflops`, `slowdown`, `jobs` (training steps left out)
+        and `reason`.
+    """
+    probe = probe or probe_dtype
+    counts = {}
+    for section, backend, job in jobs:
+        if section == "train" and compute_dtype(job["dtype"]) != "float32":
+            key = (backend, compute_dtype(job["dtype"]))
+            counts[key] = counts.get(key, 0) + 1
+    skipped = []
+    for (backend, dtype), count in counts.items():
+        try:
+            probed = probe(backend, dtype)
+        except JobError as error:
+            log(
+                f"could not probe {backend}'s {dtype} products, keeping its "
+                f"{dtype} jobs: {str(error).splitlines()[0]}"
+            )
+            continue
+        if probed["slowdown"] <= SLOW_DTYPE_FACTOR:
+            continue
+        reason = (
+            f"{backend}'s {dtype} training steps: its {dtype} products "
+            f"run at {probed['gflops']:.1f} GFLOP/s against "
+            f"{probed['float32_gflops']:.0f} in float32 on this machine, "
+            f"{probed['slowdown']:.0f}x slower (no {dtype} instructions "
+            f"for them), so its {count} step job(s) in {dtype} would take "
+            "hours. `--dtypes float32` asks for none."
+        )
+        log(f"skipping {reason}")
+        skipped.append(
+            dict(
+                backend=backend,
+                dtype=dtype,
+                gflops=probed["gflops"],
+                float32_gflops=probed["float32_gflops"],
+                slowdown=probed["slowdown"],
+                jobs=count,
+                reason=reason,
+            )
+        )
+    slow = {(s["backend"], s["dtype"]) for s in skipped}
+    kept = []
+    for section, backend, job in jobs:
+        dtype = job.get("dtype") if section == "train" else None
+        if dtype and (backend, compute_dtype(dtype)) in slow:
+            continue
+        if section == "peak":
+            dtypes = [d for d in job["dtypes"] if (backend, d) not in slow]
+            job = dict(job, dtypes=dtypes)
+        kept.append((section, backend, job))
+    return kept, skipped
+
+
 def _point_name(job):
     if job["config"] == "peer-matched":
         return f"peer-matched {job['frames']}f/{job['spectrogram_frames']}"
@@ -796,6 +883,8 @@ def format_summary(summary):
             f"FAILED {error['section']} {error['job']}: "
             f"{error['error'].splitlines()[0]}"
         )
+    for skipped in summary.get("skipped", []):
+        parts.append(f"SKIPPED {skipped['reason']}")
     return "\n\n".join(parts)
 
 
@@ -808,7 +897,9 @@ def default_memory_cap_mb(share=0.8):
     return share * pages / 2**20
 
 
-def run_benchmark(jobs, log=print, memory_cap_mb=None, timeout=3600):
+def run_benchmark(
+    jobs, log=print, memory_cap_mb=None, timeout=3600, on_record=None
+):
     """Run `jobs` one after the other; a failed job is recorded, not fatal.
 
     Args:
@@ -818,6 +909,9 @@ def run_benchmark(jobs, log=print, memory_cap_mb=None, timeout=3600):
             this is stopped and recorded as out of memory
             (`out_of_memory: True`). Defaults to `None` (no cap).
         timeout: float. Seconds per job. Defaults to `3600`.
+        on_record: function of the records so far, called after each
+            job (the CLI writes them, so a stopped run keeps what it
+            measured), or None. Defaults to `None`.
 
     Returns:
         list of records `{section, backend, job, result | error}`.
@@ -835,4 +929,6 @@ def run_benchmark(jobs, log=print, memory_cap_mb=None, timeout=3600):
             record["out_of_memory"] = isinstance(error, OutOfMemory)
             log(f"  failed: {str(error).splitlines()[0]}")
         records.append(record)
+        if on_record is not None:
+            on_record(records)
     return records

@@ -51,6 +51,9 @@ def run_job(job):
         result.update(peaks.get("float32", {}))
         result["dtypes"] = peaks
         return result
+    if kind == "dtype_probe":
+        result.update(measure.dtype_slowdown(job["dtype"]))
+        return result
     if kind == "pipeline":
         from keras_mirasol.benchmark.pipeline import pipeline_vs_model
 

@@ -242,6 +242,7 @@ def test_torch_is_measured_by_default_only_where_it_is_installed(
         return []
 
     monkeypatch.setattr(runner, "run_benchmark", run_benchmark)
+    monkeypatch.setattr(runner, "probe_dtype", _probe(slow=()))
     out = tmp_path / "bench.json"
     code = cli.main(
         ["bench", "--sections", "train", "--config", "mirasol_tiny"]
@@ -249,6 +250,129 @@ def test_torch_is_measured_by_default_only_where_it_is_installed(
     )
     assert code == 0
     assert {backend for _, backend, _ in jobs} == {"jax", "tensorflow"}
+
+
+def _probe(slow, calls=None):
+    """A `probe_dtype` stand-in: `slow` backends' products 60x slower."""
+
+    def probe(backend, dtype):
+        if calls is not None:
+            calls.append((backend, dtype))
+        slowdown = 60.0 if backend in slow else 1.1
+        return dict(
+            dtype=dtype,
+            gflops=80.0 / slowdown,
+            float32_gflops=80.0,
+            slowdown=slowdown,
+        )
+
+    return probe
+
+
+def test_steps_in_a_dtype_a_backend_runs_far_too_slowly_leave_the_plan():
+    # torch's bfloat16 products on a CPU without bfloat16 instructions:
+    # its mixed_bfloat16 steps (hours) and its bfloat16 peak leave the
+    # plan, with the reason; everything else stays.
+    planned = runner.plan_jobs(
+        configs=("mirasol_tiny", "mirasol_small"),
+        backends=("jax", "torch"),
+        sections=("train", "generate"),
+        dtypes=("float32", "mixed_bfloat16"),
+    )
+    calls, lines = [], []
+    kept, skipped = runner.drop_slow_dtypes(
+        planned, probe=_probe(slow=("torch",), calls=calls), log=lines.append
+    )
+    assert sorted(calls) == [("jax", "bfloat16"), ("torch", "bfloat16")]
+    removed = [job for job in planned if job not in kept]
+    assert len(removed) == 2 + 1  # two configs' bfloat16 steps, the peak
+    assert all(backend == "torch" for _, backend, _ in removed)
+    for section, backend, job in kept:
+        if section == "peak":
+            expected = ["float32"] if backend == "torch" else None
+            assert job["dtypes"] == (expected or ["bfloat16", "float32"])
+        if section == "train" and backend == "torch":
+            assert job["dtype"] == "float32"
+    assert sum(s == "generate" for s, _, _ in kept) == sum(
+        s == "generate" for s, _, _ in planned
+    )
+    (entry,) = skipped
+    assert (entry["backend"], entry["dtype"], entry["jobs"]) == (
+        "torch",
+        "bfloat16",
+        2,
+    )
+    assert "60x slower" in entry["reason"]
+    assert "--dtypes float32" in entry["reason"]
+    assert lines == [f"skipping {entry['reason']}"]
+    summary = runner.summarize([])
+    summary["skipped"] = skipped
+    assert f"SKIPPED {entry['reason']}" in runner.format_summary(summary)
+    # Only float32 steps asked for: nothing to probe.
+    float32_only = runner.plan_jobs(
+        configs=("mirasol_tiny",), backends=("torch",), dtypes=("float32",)
+    )
+    calls.clear()
+    assert runner.drop_slow_dtypes(
+        float32_only, probe=_probe(slow=("torch",), calls=calls)
+    ) == (float32_only, [])
+    assert calls == []
+
+
+def test_a_probe_that_fails_keeps_the_jobs():
+    planned = runner.plan_jobs(
+        configs=("mirasol_tiny",),
+        backends=("torch",),
+        sections=("train",),
+        dtypes=("float32", "mixed_bfloat16"),
+    )
+
+    def broken(backend, dtype):
+        raise runner.JobError("the probe crashed")
+
+    lines = []
+    assert runner.drop_slow_dtypes(planned, probe=broken, log=lines.append) == (
+        planned,
+        [],
+    )
+    assert "the probe crashed" in lines[0] and "keeping" in lines[0]
+
+
+def test_the_dtype_probe_times_both_dtypes_in_a_worker():
+    probed = runner.probe_dtype(keras.backend.backend(), "bfloat16")
+    assert probed["dtype"] == "bfloat16"
+    assert probed["gflops"] > 0 and probed["float32_gflops"] > 0
+    assert probed["slowdown"] == pytest.approx(
+        probed["float32_gflops"] / probed["gflops"]
+    )
+
+
+def test_a_stopped_bench_keeps_the_jobs_it_finished(monkeypatch, tmp_path):
+    # The JSON is rewritten after every job: stopped at its second job,
+    # the run has written its first, marked incomplete.
+    finished = []
+
+    def run_job(job, backend=None, **kwargs):
+        if finished:
+            raise KeyboardInterrupt
+        finished.append(job)
+        peak = {"gflops": 100.0, "dtype": "float32"}
+        return {"backend": backend, **peak, "dtypes": {"float32": peak}}
+
+    monkeypatch.setattr(runner, "run_job", run_job)
+    out = tmp_path / "bench.json"
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(
+            ["bench", "--sections", "train", "--config", "mirasol_tiny"]
+            + ["--backends", "jax", "--dtypes", "float32"]
+            + ["--output", str(out)]
+        )
+    saved = json.loads(out.read_text())
+    assert saved["summary"]["complete"] is False
+    (record,) = saved["records"]
+    assert record["job"] == finished[0] and record["section"] == "peak"
+    assert saved["summary"]["peak_gflops"] == {"jax": 100.0}
+    assert not (tmp_path / "bench.json.partial").exists()
 
 
 def test_bench_refuses_a_batch_size_that_is_not_a_count():
@@ -319,6 +443,7 @@ def test_bench_command_writes_table_and_json(tmp_path, capsys):
     saved = json.loads(out.read_text())
     summary = json.loads(printed.strip().splitlines()[-1])
     assert summary["train"] == saved["summary"]["train"]
+    assert saved["summary"]["complete"] is True
     (row,) = summary["train"]
     assert row["config"] == "mirasol_tiny"
     compiled = keras.backend.backend() != "torch"
