@@ -99,8 +99,14 @@ def test_gradients_equal_a_strided_conv3ds(dtype):
     assert (
         keras.backend.standardize_dtype(layer(x).dtype) == layer.compute_dtype
     )
+    # bfloat16 keeps about three significant digits whatever the size of
+    # a value: outputs and gradients are compared relative to their
+    # largest entry (the CPU's kernels round differently from one machine
+    # to another).
+    expected = to_numpy(read(conv(x)))
+    scale = np.abs(expected).max()
     np.testing.assert_allclose(
-        to_numpy(read(layer(x))), to_numpy(read(conv(x))), atol=tol
+        to_numpy(read(layer(x))) / scale, expected / scale, atol=tol
     )
     for ours, reference, value in (
         (lambda v: read(layer(v)), lambda v: read(conv(v)), x),
