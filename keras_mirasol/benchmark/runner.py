@@ -361,7 +361,16 @@ SLOW_DTYPE_FACTOR = 8.0
 
 def probe_dtype(backend, dtype):
     """`measure.dtype_slowdown(dtype)` on `backend`, in a worker process."""
-    return run_job({"kind": "dtype_probe", "dtype": dtype}, backend, 600)
+    return run_job(
+        {"kind": "dtype_probe", "dtype": dtype}, backend, timeout=600
+    )
+
+
+def _step_dtype(section, backend, job):
+    """`(backend, compute dtype)` of a training step job; None otherwise."""
+    if section != "train":
+        return None
+    return backend, compute_dtype(job["dtype"])
 
 
 def drop_slow_dtypes(jobs, probe=None, log=print):
@@ -391,9 +400,9 @@ def drop_slow_dtypes(jobs, probe=None, log=print):
     """
     probe = probe or probe_dtype
     counts = {}
-    for section, backend, job in jobs:
-        if section == "train" and compute_dtype(job["dtype"]) != "float32":
-            key = (backend, compute_dtype(job["dtype"]))
+    for job in jobs:
+        key = _step_dtype(*job)
+        if key is not None and key[1] != "float32":
             counts[key] = counts.get(key, 0) + 1
     skipped = []
     for (backend, dtype), count in counts.items():
@@ -430,8 +439,7 @@ def drop_slow_dtypes(jobs, probe=None, log=print):
     slow = {(s["backend"], s["dtype"]) for s in skipped}
     kept = []
     for section, backend, job in jobs:
-        dtype = job.get("dtype") if section == "train" else None
-        if dtype and (backend, compute_dtype(dtype)) in slow:
+        if _step_dtype(section, backend, job) in slow:
             continue
         if section == "peak":
             dtypes = [d for d in job["dtypes"] if (backend, d) not in slow]
